@@ -1,0 +1,139 @@
+"""Checkpoint files: written atomically, read without ever unpickling code.
+
+Two formats carry the same content (model configuration inside):
+- ``.safetensors``: model weights only (the shipped model, half precision), configuration
+  in the metadata as JSON;
+- anything else: ``torch.save`` of a dict of tensors and plain values (trainer state too),
+  read back with ``torch.load(weights_only=True)``, which refuses pickled code.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from core.model import PConvUNet, PConvUNetConfig, build_model
+
+FORMAT = "pconv-studio/1"
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be used; the one-line message names the file."""
+
+
+def atomic_write(path: Path, write: Any) -> None:
+    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            write(fh)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
+    """Save a trainer checkpoint dict (must hold 'model' and 'model_config') atomically."""
+    payload = {"format": FORMAT, **payload}
+    atomic_write(Path(path), lambda fh: torch.save(payload, fh))
+
+
+def save_model_file(
+    path: str | Path,
+    model: PConvUNet,
+    half: bool = True,
+    extra: dict[str, Any] | None = None,
+) -> None:
+    """Save just the weights (fp16 by default) and config as safetensors, atomically."""
+    from safetensors.torch import save
+
+    tensors = {}
+    for name, value in model.state_dict().items():
+        value = value.detach().cpu()
+        if half and value.is_floating_point():
+            value = value.half()
+        tensors[name] = value.contiguous()
+    metadata = {
+        "format": FORMAT,
+        "model_config": json.dumps(model.config.to_dict()),
+        "extra": json.dumps(extra or {}),
+    }
+    data = save(tensors, metadata=metadata)
+    atomic_write(Path(path), lambda fh: fh.write(data))
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """Read either format into {'model': state_dict, 'model_config': dict, ...}."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint file not found")
+    if path.stat().st_size == 0:
+        raise CheckpointError(f"{path}: checkpoint file is empty")
+    if path.suffix == ".safetensors":
+        return _load_safetensors(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        if "weights_only" in str(exc) or "Unsupported global" in str(exc):
+            reason = "it contains pickled code or objects, which are never loaded"
+        raise CheckpointError(f"{path}: not a valid checkpoint ({reason[:200]})") from None
+    if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
+        raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
+    return payload
+
+
+def _load_safetensors(path: Path) -> dict[str, Any]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load
+
+    try:
+        data = path.read_bytes()
+        state = load(data)
+        from safetensors import safe_open
+
+        with safe_open(str(path), framework="pt") as fh:
+            metadata = fh.metadata() or {}
+        config = json.loads(metadata["model_config"])
+        extra = json.loads(metadata.get("extra", "{}"))
+    except (SafetensorError, KeyError, json.JSONDecodeError, OSError, ValueError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a valid model file ({reason[:200]})") from None
+    return {"format": metadata.get("format"), "model": state, "model_config": config, **extra}
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[PConvUNet, dict[str, Any]]:
+    """Build the model a checkpoint describes and load its weights strictly."""
+    payload = load_checkpoint(path)
+    try:
+        config = PConvUNetConfig.from_dict(dict(payload["model_config"]))
+        model = build_model(config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{path}: bad model configuration ({exc})") from None
+    state = payload["model"]
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path}: model weights are missing")
+    state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
+    try:
+        model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()
+        detail = " ".join(line.strip() for line in first[:2])
+        raise CheckpointError(f"{path}: weights do not match the model ({detail[:300]})") from None
+    bad = [k for k, v in state.items() if v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise CheckpointError(f"{path}: weights contain NaN or inf (e.g. {bad[0]})")
+    return model, payload

@@ -1,0 +1,172 @@
+"""Reading photos the way users have them, and writing results without ever losing a file.
+
+Everything becomes (H, W, 3) uint8 RGB with EXIF orientation applied: grey, grey+alpha, RGBA
+(composited on white), palette, CMYK and 16-bit images included. Writes go to a temporary file
+in the target folder and are renamed into place, so a crash or a full disk never leaves a
+half-written image behind.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps
+
+# Refuse decompression bombs with a message instead of exhausting memory (about 8 GB of
+# float work for the largest photo we accept).
+MAX_PIXELS = 200_000_000
+Image.MAX_IMAGE_PIXELS = MAX_PIXELS
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+
+
+class ImageLoadError(ValueError):
+    """A file that cannot be used as a photo; the message is one line and names the file."""
+
+
+@dataclass
+class LoadedImage:
+    """Pixels plus the metadata worth carrying into a saved result."""
+
+    pixels: np.ndarray
+    exif: bytes | None = None
+    icc_profile: bytes | None = None
+    format: str | None = None
+    info: dict = field(default_factory=dict)
+
+
+def to_rgb8(img: Image.Image) -> np.ndarray:
+    """Convert any Pillow image to (H, W, 3) uint8 RGB."""
+    mode = img.mode
+    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+        arr = np.asarray(img).astype(np.float64)
+        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode == "F":
+        arr = np.asarray(img).astype(np.float64)
+        top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
+        grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
+        return np.repeat(grey[..., None], 3, axis=2)
+    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+        rgba = img.convert("RGBA")
+        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return np.array(Image.alpha_composite(background, rgba).convert("RGB"))
+    if mode == "RGB":
+        return np.array(img)
+    return np.array(img.convert("RGB"))
+
+
+def load_image(path: str | Path) -> LoadedImage:
+    """Load a photo as RGB uint8 with EXIF orientation applied; ImageLoadError on failure."""
+    path = Path(path)
+    if not path.exists():
+        raise ImageLoadError(f"{path}: file not found")
+    if path.is_dir():
+        raise ImageLoadError(f"{path}: is a folder, not an image")
+    if path.stat().st_size == 0:
+        raise ImageLoadError(f"{path}: file is empty")
+    try:
+        with Image.open(path) as img:
+            fmt = img.format
+            w, h = img.size
+            if w * h > MAX_PIXELS:
+                raise ImageLoadError(
+                    f"{path}: image is {w} x {h} ({w * h / 1e6:.0f} MP), larger than the "
+                    f"{MAX_PIXELS / 1e6:.0f} MP limit"
+                )
+            img.load()
+            exif = img.info.get("exif")
+            icc = img.info.get("icc_profile")
+            oriented = ImageOps.exif_transpose(img)
+            pixels = to_rgb8(oriented)
+    except ImageLoadError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageLoadError(
+            f"{path}: image is larger than the {MAX_PIXELS / 1e6:.0f} MP limit"
+        ) from None
+    except (OSError, SyntaxError, ValueError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ImageLoadError(f"{path}: not a readable image ({reason})") from None
+    except MemoryError:
+        raise ImageLoadError(f"{path}: image too large to load into memory") from None
+    if exif:
+        exif = _exif_without_orientation(exif)
+    return LoadedImage(pixels=pixels, exif=exif, icc_profile=icc, format=fmt)
+
+
+def _exif_without_orientation(exif: bytes) -> bytes | None:
+    """The pixels are already upright, so a saved copy must not be rotated twice."""
+    try:
+        data = Image.Exif()
+        data.load(exif)
+        data[0x0112] = 1
+        return data.tobytes()
+    except Exception:  # noqa: BLE001 - unreadable EXIF is dropped, never fatal
+        return None
+
+
+def _format_for(path: Path) -> str:
+    suffix = path.suffix.lower()
+    formats = {
+        ".jpg": "JPEG", ".jpeg": "JPEG", ".png": "PNG", ".webp": "WEBP",
+        ".tif": "TIFF", ".tiff": "TIFF", ".bmp": "BMP",
+    }
+    if suffix not in formats:
+        raise ValueError(
+            f"{path}: unsupported output extension '{suffix or '(none)'}'; "
+            f"use one of {', '.join(sorted(set(formats)))}"
+        )
+    return formats[suffix]
+
+
+def atomic_save_pil(img: Image.Image, path: Path, format: str, **params) -> None:
+    """Save through a temporary file in the same folder, then rename over the target."""
+    path = Path(path)
+    folder = path.parent if str(path.parent) else Path(".")
+    if not folder.is_dir():
+        raise ValueError(f"{path}: folder {folder} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            img.save(fh, format=format, **params)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
+def save_image(
+    path: str | Path,
+    pixels: np.ndarray,
+    exif: bytes | None = None,
+    icc_profile: bytes | None = None,
+    quality: int = 95,
+) -> None:
+    """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can."""
+    path = Path(path)
+    fmt = _format_for(path)
+    arr = np.asarray(pixels)
+    if arr.dtype != np.uint8 or arr.ndim != 3 or arr.shape[2] != 3:
+        raise ValueError(f"expected (H, W, 3) uint8 pixels, got {arr.dtype} {arr.shape}")
+    img = Image.fromarray(np.ascontiguousarray(arr))
+    params: dict = {}
+    if icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["icc_profile"] = icc_profile
+    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        params["exif"] = exif
+    if fmt in ("JPEG", "WEBP"):
+        params["quality"] = quality
+    if fmt == "WEBP" and quality >= 100:
+        params["lossless"] = True
+    atomic_save_pil(img, path, fmt, **params)

@@ -1,0 +1,299 @@
+"""Inpainting photos of any size with a trained PConvUNet: the API the app and CLI use.
+
+A photo is never shrunk as a whole. Holes are grouped into clusters; each cluster is cut out
+with surrounding context, run through the network at native resolution (downscaled only when
+the crop is larger than the model's working size), and only the hole pixels are pasted back
+into the full-resolution photo. Pixels outside the hole are returned bit-exact.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.checkpoint import CheckpointError, model_from_checkpoint
+from core.masks import binarize_mask
+from core.model import PConvUNet
+from core.resources import shipped_model_path
+
+DEFAULT_WORK_SIZE = 512
+_GRID = 16  # cell size (pixels) used to group holes into clusters
+
+
+class InpaintCancelled(Exception):
+    """Raised when ``should_abort`` returned True between steps."""
+
+
+@dataclass
+class InpaintResult:
+    raw: np.ndarray  # network output where it ran, input elsewhere; (H, W, 3) uint8
+    composite: np.ndarray  # input outside the hole, network output inside; (H, W, 3) uint8
+    device: str = "cpu"
+    notices: list[str] = field(default_factory=list)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks CUDA when available; asking for CUDA without it is a clear error."""
+    if isinstance(device, torch.device):
+        return device
+    name = str(device).lower()
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError("CUDA was requested but no CUDA device is available; use --device cpu")
+    if name == "cpu" or name.startswith("cuda"):
+        return torch.device(name)
+    raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
+
+
+def describe_device(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"CUDA: {torch.cuda.get_device_name(device)}"
+    return "CPU"
+
+
+def as_rgb8(image: np.ndarray) -> np.ndarray:
+    """Accept (H, W), (H, W, 1), (H, W, 3) or (H, W, 4) uint8; return (H, W, 3) uint8."""
+    arr = np.asarray(image)
+    if arr.dtype != np.uint8:
+        raise ValueError(f"image must be uint8, got {arr.dtype}")
+    if arr.ndim == 2:
+        arr = arr[..., None]
+    if arr.ndim != 3 or arr.shape[2] not in (1, 3, 4):
+        raise ValueError(f"image must be (H, W, 3) RGB, got shape {tuple(np.shape(image))}")
+    if arr.shape[0] < 1 or arr.shape[1] < 1:
+        raise ValueError(f"image is empty: shape {arr.shape}")
+    if arr.shape[2] == 1:
+        arr = np.repeat(arr, 3, axis=2)
+    elif arr.shape[2] == 4:
+        arr = arr[..., :3]
+    return arr
+
+
+def as_hole_mask(hole_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Binarise a hole mask (True / nonzero-white = fill) and check it matches the image."""
+    arr = np.asarray(hole_mask)
+    if arr.ndim != 2:
+        raise ValueError(f"hole_mask must be (H, W), got shape {arr.shape}")
+    if arr.shape != tuple(shape):
+        raise ValueError(
+            f"mask size {arr.shape[1]} x {arr.shape[0]} does not match image size "
+            f"{shape[1]} x {shape[0]}"
+        )
+    if arr.dtype == bool:
+        return arr
+    if arr.dtype.kind in "iu" and arr.size and arr.max() <= 1 and arr.min() >= 0:
+        return arr.astype(bool)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"hole_mask must be bool or numeric, got {arr.dtype}")
+    if arr.dtype.kind == "f" and not np.isfinite(arr).all():
+        raise ValueError("hole_mask contains NaN or inf")
+    return binarize_mask(arr)
+
+
+def hole_clusters(hole_mask: np.ndarray, context: int) -> list[tuple[int, int, int, int]]:
+    """Bounding boxes (top, left, bottom, right) of groups of holes closer than ``context``."""
+    h, w = hole_mask.shape
+    gh, gw = math.ceil(h / _GRID), math.ceil(w / _GRID)
+    padded = np.zeros((gh * _GRID, gw * _GRID), dtype=bool)
+    padded[:h, :w] = hole_mask
+    cells = padded.reshape(gh, _GRID, gw, _GRID).any(axis=(1, 3))
+    reach = max(1, math.ceil(context / _GRID))
+    # Dilate the occupied cells by ``reach`` so nearby holes join one cluster.
+    near = np.zeros_like(cells)
+    ys, xs = np.nonzero(cells)
+    for y, x in zip(ys, xs):
+        near[max(0, y - reach) : y + reach + 1, max(0, x - reach) : x + reach + 1] = True
+    labels = np.zeros(cells.shape, dtype=np.int32)
+    boxes: list[tuple[int, int, int, int]] = []
+    for y0, x0 in zip(ys, xs):
+        if labels[y0, x0]:
+            continue
+        label = len(boxes) + 1
+        queue = deque([(y0, x0)])
+        labels[y0, x0] = label
+        members: list[tuple[int, int]] = []
+        while queue:
+            y, x = queue.popleft()
+            if cells[y, x]:
+                members.append((y, x))
+            for dy, dx in ((1, 0), (-1, 0), (0, 1), (0, -1)):
+                ny, nx = y + dy, x + dx
+                if 0 <= ny < gh and 0 <= nx < gw and near[ny, nx] and not labels[ny, nx]:
+                    labels[ny, nx] = label
+                    queue.append((ny, nx))
+        my = [m[0] for m in members]
+        mx = [m[1] for m in members]
+        top, left = min(my) * _GRID, min(mx) * _GRID
+        bottom, right = min(h, (max(my) + 1) * _GRID), min(w, (max(mx) + 1) * _GRID)
+        sub = hole_mask[top:bottom, left:right]
+        rows, cols = np.nonzero(sub.any(axis=1))[0], np.nonzero(sub.any(axis=0))[0]
+        boxes.append(
+            (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1,
+             left + int(cols[-1]) + 1)
+        )
+    return boxes
+
+
+def _expand(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
+    """Grow [lo, hi) to length ``want`` around its centre, clipped to [0, limit)."""
+    want = min(max(want, hi - lo), limit)
+    lo = max(0, (lo + hi) // 2 - want // 2)
+    hi = lo + want
+    if hi > limit:
+        lo, hi = limit - want, limit
+    return lo, hi
+
+
+def _resize_rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (width, height) = size with a quality filter."""
+    if (arr.shape[1], arr.shape[0]) == size:
+        return arr
+    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.LANCZOS))
+
+
+def _downscale_holes(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """A low-resolution pixel is a hole if any pixel of its footprint is (never leak holes)."""
+    if (hole.shape[1], hole.shape[0]) == size:
+        return hole
+    img = Image.fromarray(hole.astype(np.uint8) * 255)
+    return np.asarray(img.resize(size, Image.Resampling.BOX)) > 0
+
+
+class Inpainter:
+    """Runs a PConvUNet on photos of any size; see module docstring for the method."""
+
+    def __init__(
+        self,
+        model: PConvUNet,
+        device: str | torch.device = "auto",
+        work_size: int = DEFAULT_WORK_SIZE,
+        source: str | None = None,
+    ) -> None:
+        self.device = resolve_device(device)
+        self.model = model.eval().to(self.device)
+        self.multiple = model.multiple
+        self.work_size = max(self.multiple, int(work_size) // self.multiple * self.multiple)
+        self.source = source or "(in memory)"
+
+    @classmethod
+    def from_checkpoint(
+        cls, path: str | Path | None = None, device: str | torch.device = "auto"
+    ) -> Inpainter:
+        """Load a checkpoint or model file; None means the model shipped in resources/."""
+        if path is None:
+            path = shipped_model_path()
+            if path is None:
+                raise CheckpointError(
+                    "no trained model is shipped in resources/model/; pass a checkpoint "
+                    "written by core.train (--checkpoint PATH)"
+                )
+        model, payload = model_from_checkpoint(path)
+        work_size = int(payload.get("work_size", DEFAULT_WORK_SIZE) or DEFAULT_WORK_SIZE)
+        return cls(model, device=device, work_size=work_size, source=str(path))
+
+    @property
+    def device_name(self) -> str:
+        return describe_device(self.device)
+
+    def to(self, device: str | torch.device) -> Inpainter:
+        self.device = resolve_device(device)
+        self.model.to(self.device)
+        return self
+
+    # -- the public call -------------------------------------------------------------------
+    def inpaint(
+        self,
+        image: np.ndarray,
+        hole_mask: np.ndarray,
+        progress: Callable[[int, int], None] | None = None,
+        should_abort: Callable[[], bool] | None = None,
+    ) -> InpaintResult:
+        """Fill ``hole_mask`` (True = fill) in ``image`` (H, W, 3) uint8; see InpaintResult."""
+        rgb = as_rgb8(image)
+        hole = as_hole_mask(hole_mask, rgb.shape[:2])
+        raw = rgb.copy()
+        composite = rgb.copy()
+        notices: list[str] = []
+        if not hole.any():
+            notices.append("the mask is empty: nothing to fill")
+            return InpaintResult(raw, composite, self.device_name, notices)
+        if hole.all():
+            raise ValueError("the mask covers the whole image: there is nothing to fill from")
+        context = max(32, self.work_size // 8)
+        boxes = hole_clusters(hole, context)
+        total = len(boxes)
+        for i, box in enumerate(boxes):
+            if should_abort is not None and should_abort():
+                raise InpaintCancelled()
+            if progress is not None:
+                progress(i, total)
+            self._fill_box(rgb, hole, box, context, raw, notices)
+        if progress is not None:
+            progress(total, total)
+        composite[hole] = raw[hole]
+        return InpaintResult(raw, composite, self.device_name, notices)
+
+    # -- internals -------------------------------------------------------------------------
+    def _fill_box(
+        self,
+        rgb: np.ndarray,
+        hole: np.ndarray,
+        box: tuple[int, int, int, int],
+        context: int,
+        raw: np.ndarray,
+        notices: list[str],
+    ) -> None:
+        h, w = hole.shape
+        top, left, bottom, right = box
+        span = max(bottom - top, right - left)
+        margin = max(context, span // 2)
+        # At least the working size of context when the photo has it, more around big holes.
+        t, b = _expand(top, bottom, max(self.work_size, bottom - top + 2 * margin), h)
+        lft, rgt = _expand(left, right, max(self.work_size, right - left + 2 * margin), w)
+        crop_rgb = rgb[t:b, lft:rgt]
+        crop_hole = hole[t:b, lft:rgt]
+        ch, cw = crop_hole.shape
+        factor = min(1.0, self.work_size / max(ch, cw))
+        size = (max(1, round(cw * factor)), max(1, round(ch * factor)))
+        small_rgb = _resize_rgb(crop_rgb, size)
+        small_hole = _downscale_holes(crop_hole, size)
+        out = self._run(small_rgb, small_hole, notices)
+        out = _resize_rgb(out, (cw, ch))
+        region = raw[t:b, lft:rgt]
+        region[crop_hole] = out[crop_hole]
+
+    def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str]) -> np.ndarray:
+        """Pad to a multiple of 2**layers (mirrored), run the network, crop back."""
+        h, w = hole.shape
+        ph = math.ceil(h / self.multiple) * self.multiple - h
+        pw = math.ceil(w / self.multiple) * self.multiple - w
+        pad = ((ph // 2, ph - ph // 2), (pw // 2, pw - pw // 2))
+        img = np.pad(rgb, (*pad, (0, 0)), mode="symmetric")
+        valid = np.pad(~hole, pad, mode="symmetric")
+        image_t = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255.0)
+        valid_t = torch.from_numpy(valid.astype(np.float32))[None, None]
+        try:
+            out = self._forward(image_t, valid_t)
+        except torch.OutOfMemoryError:
+            if self.device.type != "cuda":
+                raise
+            torch.cuda.empty_cache()
+            notices.append(f"{self.device_name} ran out of memory; this run used the CPU")
+            self.to("cpu")
+            out = self._forward(image_t, valid_t)
+        out = out[pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
+        return np.ascontiguousarray(out)
+
+    def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor) -> np.ndarray:
+        with torch.inference_mode():
+            out = self.model(image_t.to(self.device), valid_t.to(self.device))
+            out = out.float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+        return out[0].permute(1, 2, 0).cpu().numpy()

@@ -1,0 +1,200 @@
+"""Irregular hole masks: a seedable generator and binary loading/saving of mask images.
+
+Convention here: ``hole_mask`` is a bool array, True = pixel to fill. Mask image files are
+white = hole, and are always thresholded to binary (anti-aliased or JPEG masks are the most
+common cause of seams and blobs).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter
+
+# The paper's six hole-to-image area buckets: (lo, hi].
+BUCKETS: tuple[tuple[float, float], ...] = tuple(
+    (round(0.1 * i, 1) if i else 0.01, round(0.1 * (i + 1), 1)) for i in range(6)
+)
+
+
+def bucket_name(bucket: tuple[float, float]) -> str:
+    return f"({bucket[0]:g},{bucket[1]:g}]"
+
+
+def bucket_of(ratio: float) -> tuple[float, float] | None:
+    """The bucket a hole ratio falls in, or None outside (0.01, 0.6]."""
+    for lo, hi in BUCKETS:
+        if lo < ratio <= hi:
+            return (lo, hi)
+    return None
+
+
+@dataclass
+class MaskGenerator:
+    """Random strokes of varying width (like a painted brush), blobs and random dilation.
+
+    ``generate(h, w, bucket=(0.1, 0.2), border_margin=0)`` returns a bool hole mask whose
+    hole ratio lies in the bucket; without a bucket the ratio is drawn from (0.01, 0.6].
+    """
+
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        self.rng = np.random.default_rng(self.seed)
+
+    def generate(
+        self,
+        height: int,
+        width: int,
+        bucket: tuple[float, float] | None = None,
+        border_margin: int = 0,
+        max_tries: int = 40,
+    ) -> np.ndarray:
+        if height < 1 or width < 1:
+            raise ValueError(f"mask size must be positive, got {height} x {width}")
+        if bucket is None:
+            lo, hi = BUCKETS[int(self.rng.integers(len(BUCKETS)))]
+        else:
+            lo, hi = bucket
+            if not 0.0 <= lo < hi <= 1.0:
+                raise ValueError(f"bad bucket {bucket}")
+        allowed = np.ones((height, width), dtype=bool)
+        if border_margin > 0:
+            allowed[:] = False
+            m = border_margin
+            allowed[m : height - m, m : width - m] = True
+            if allowed.mean() <= lo:
+                raise ValueError(f"border margin {m} leaves no room for a {hi:g} hole ratio")
+        best: np.ndarray | None = None
+        for _ in range(max_tries):
+            mask = self._grow_to(height, width, lo, hi, allowed)
+            ratio = mask.mean()
+            if lo < ratio <= hi:
+                return mask
+            if best is None or abs(ratio - (lo + hi) / 2) < abs(best.mean() - (lo + hi) / 2):
+                best = mask
+        raise RuntimeError(  # pragma: no cover - not seen in practice
+            f"could not generate a {height}x{width} mask in bucket ({lo}, {hi}]"
+        )
+
+    # -- internals -------------------------------------------------------------------------
+    def _grow_to(
+        self, height: int, width: int, lo: float, hi: float, allowed: np.ndarray
+    ) -> np.ndarray:
+        """Add shapes one at a time, rejecting any that overshoot ``hi``, until above ``lo``."""
+        target = self.rng.uniform(lo, hi)
+        mask = np.zeros((height, width), dtype=bool)
+        scale = math.sqrt(height * width)
+        for _ in range(200):
+            ratio = mask.mean()
+            if ratio > lo and (ratio >= target or ratio > hi * 0.98):
+                break
+            shape = self._shape(height, width, scale, remaining=target - ratio) & allowed
+            candidate = mask | shape
+            if candidate.mean() <= hi:
+                mask = candidate
+        if mask.mean() > lo and self.rng.random() < 0.3:
+            dilated = _dilate(mask, int(self.rng.integers(1, max(2, int(scale / 128) + 2)))) & allowed
+            if dilated.mean() <= hi:
+                mask = dilated
+        return mask
+
+    def _shape(self, height: int, width: int, scale: float, remaining: float) -> np.ndarray:
+        img = Image.new("L", (width, height), 0)
+        draw = ImageDraw.Draw(img)
+        # Bigger shapes while far from the target, finer ones to approach it.
+        size = scale * min(1.0, math.sqrt(max(remaining, 1e-4)) * 1.2)
+        kind = self.rng.random()
+        if kind < 0.7:
+            self._stroke(draw, height, width, size)
+        else:
+            self._blob(draw, height, width, size)
+        return np.asarray(img) > 127
+
+    def _stroke(self, draw: ImageDraw.ImageDraw, height: int, width: int, size: float) -> None:
+        """A brush stroke: a random walk with smoothly varying direction and width."""
+        x, y = self.rng.uniform(0, width), self.rng.uniform(0, height)
+        angle = self.rng.uniform(0, 2 * math.pi)
+        brush = max(1.0, self.rng.uniform(0.03, 0.12) * size)
+        for _ in range(int(self.rng.integers(3, 10))):
+            angle += self.rng.normal(0, 0.6)
+            step = self.rng.uniform(0.05, 0.25) * size
+            nx, ny = x + step * math.cos(angle), y + step * math.sin(angle)
+            brush = float(np.clip(brush * self.rng.uniform(0.7, 1.4), 1.0, 0.2 * size + 1))
+            draw.line([(x, y), (nx, ny)], fill=255, width=max(1, int(round(brush))))
+            r = brush / 2
+            draw.ellipse([nx - r, ny - r, nx + r, ny + r], fill=255)
+            x, y = nx, ny
+
+    def _blob(self, draw: ImageDraw.ImageDraw, height: int, width: int, size: float) -> None:
+        """An irregular polygon blob (like an occluding object)."""
+        cx, cy = self.rng.uniform(0, width), self.rng.uniform(0, height)
+        radius = self.rng.uniform(0.05, 0.2) * size
+        n = int(self.rng.integers(5, 12))
+        angles = np.sort(self.rng.uniform(0, 2 * math.pi, n))
+        radii = radius * self.rng.uniform(0.5, 1.3, n)
+        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)]
+        draw.polygon(pts, fill=255)
+
+
+def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
+    if radius <= 0:
+        return mask
+    img = Image.fromarray(mask.astype(np.uint8) * 255)
+    img = img.filter(ImageFilter.MaxFilter(2 * radius + 1))
+    return np.asarray(img) > 127
+
+
+def grow_mask(hole_mask: np.ndarray, pixels: int) -> np.ndarray:
+    """Grow (pixels > 0) or shrink (pixels < 0) a hole mask by a square structuring element."""
+    if pixels == 0:
+        return hole_mask.copy()
+    if pixels > 0:
+        return _dilate(hole_mask, pixels)
+    return ~_dilate(~hole_mask, -pixels)
+
+
+def binarize_mask(values: np.ndarray) -> np.ndarray:
+    """Threshold a grey/RGB(A) mask array (white = hole) to a bool hole mask."""
+    arr = np.asarray(values)
+    if arr.dtype == bool:
+        return arr.copy() if arr.ndim == 2 else arr.any(axis=-1)
+    if arr.ndim == 3:
+        arr = arr[..., :3].max(axis=-1) if arr.shape[-1] >= 3 else arr[..., 0]
+    if arr.ndim != 2:
+        raise ValueError(f"mask must be 2-D, got shape {arr.shape}")
+    if arr.dtype.kind == "f":
+        return arr > 0.5
+    maxval = 65535 if arr.dtype == np.uint16 else 255
+    return arr.astype(np.int64) * 2 > maxval
+
+
+def load_mask(path: str | Path) -> np.ndarray:
+    """Load a mask image (white = hole) as a bool hole mask, always binarised."""
+    path = Path(path)
+    try:
+        with Image.open(path) as img:
+            img.load()
+            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+                # A painted layer: transparent = keep, opaque non-black = hole.
+                rgba = np.asarray(img.convert("RGBA"))
+                return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
+            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+                arr = np.asarray(img).astype(np.int64)
+                return arr * 2 > (65535 if arr.max() > 255 else 255)
+            return binarize_mask(np.asarray(img.convert("L")))
+    except FileNotFoundError:
+        raise ValueError(f"{path}: mask file not found") from None
+    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise ValueError(f"{path}: not a readable mask image ({exc})") from None
+
+
+def save_mask(path: str | Path, hole_mask: np.ndarray) -> None:
+    """Save a hole mask as a lossless 8-bit PNG (white = hole), atomically."""
+    from core.imageio import atomic_save_pil
+
+    img = Image.fromarray(np.asarray(hole_mask, dtype=bool).astype(np.uint8) * 255)
+    atomic_save_pil(img, Path(path), format="PNG")

@@ -1,0 +1,180 @@
+"""The PConv U-Net of the paper: ``layers`` encoder and ``layers`` decoder partial convolutions.
+
+The mask path depends only on the input mask, so the whole pyramid of re-weighting scales and
+binary masks is computed first (one-channel, float32, no gradient) and the feature path then
+runs without any mask convolutions. Every mask in the network is kept as one channel per
+concatenated group, and a decoder layer's window sums use the group widths as weights, which
+equals the multi-channel definition exactly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from core.pconv import PartialConv2d
+
+ENCODER_KERNELS = (7, 5, 5)  # then 3 for every deeper layer
+
+
+@dataclass(frozen=True)
+class PConvUNetConfig:
+    """Architecture settings; stored inside every checkpoint."""
+
+    layers: int = 8
+    width: int = 64  # channels of the first layer; doubles per level up to 8 * width
+    in_channels: int = 3
+
+    def encoder_channels(self) -> list[int]:
+        return [min(self.width * 2**i, self.width * 8) for i in range(self.layers)]
+
+    def to_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PConvUNetConfig:
+        known = {k: int(v) for k, v in data.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model settings: {', '.join(unknown)}")
+        return cls(**known)
+
+
+class PConvUNet(nn.Module):
+    """``forward(image, valid_mask) -> raw output``; image (N, 3, H, W) in [0, 1],
+    valid_mask (N, 1, H, W) with 1 = known pixel; H and W multiples of 2**layers."""
+
+    def __init__(self, layers: int = 8, width: int = 64, in_channels: int = 3) -> None:
+        super().__init__()
+        if layers < 4:
+            raise ValueError("PConvUNet needs at least 4 levels")
+        self.config = PConvUNetConfig(layers=layers, width=width, in_channels=in_channels)
+        channels = self.config.encoder_channels()
+        self.encoder = nn.ModuleList()
+        self.encoder_bn = nn.ModuleList()
+        previous = in_channels
+        for i, out_ch in enumerate(channels):
+            k = ENCODER_KERNELS[i] if i < len(ENCODER_KERNELS) else 3
+            self.encoder.append(PartialConv2d(previous, out_ch, k, stride=2, padding=k // 2))
+            self.encoder_bn.append(nn.BatchNorm2d(out_ch) if i > 0 else nn.Identity())
+            previous = out_ch
+        # Decoder layer j combines the upsampled deeper features with the skip of level j-1.
+        skips = [in_channels, *channels[:-1]]
+        outs = [in_channels, *channels[:-1]]
+        self.decoder = nn.ModuleList()
+        self.decoder_bn = nn.ModuleList()
+        self.decoder_widths: list[tuple[int, int]] = []
+        up = channels[-1]
+        for level in reversed(range(layers)):
+            out_ch = outs[level]
+            self.decoder.append(PartialConv2d(up + skips[level], out_ch, 3, stride=1, padding=1))
+            self.decoder_bn.append(nn.BatchNorm2d(out_ch) if level > 0 else nn.Identity())
+            self.decoder_widths.append((up, skips[level]))
+            up = out_ch
+        self._encoder_bn_frozen = False
+        self.reset_parameters()
+
+    @property
+    def layers(self) -> int:
+        return self.config.layers
+
+    @property
+    def multiple(self) -> int:
+        """Input height and width must be multiples of this."""
+        return 2**self.config.layers
+
+    def reset_parameters(self) -> None:
+        for module in self.modules():
+            if isinstance(module, PartialConv2d):
+                nn.init.kaiming_normal_(module.conv.weight, mode="fan_in", nonlinearity="relu")
+                if module.bias is not None:
+                    nn.init.zeros_(module.bias)
+
+    # -- BatchNorm freezing for the fine-tuning stage ----------------------------------------
+    def freeze_encoder_bn(self) -> None:
+        """Freeze encoder BN running statistics AND affine parameters (paper's stage 2)."""
+        self._encoder_bn_frozen = True
+        for bn in self.encoder_bn:
+            for p in bn.parameters():
+                p.requires_grad_(False)
+            bn.eval()
+
+    def train(self, mode: bool = True) -> PConvUNet:
+        super().train(mode)
+        if self._encoder_bn_frozen:
+            for bn in self.encoder_bn:
+                bn.eval()
+        return self
+
+    # -- forward ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def mask_pyramid(self, valid_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """(scale, new_mask) for every layer, encoder first, from the input mask alone."""
+        masks = [valid_mask.float()]
+        plan: list[tuple[torch.Tensor, torch.Tensor]] = []
+        for layer in self.encoder:
+            scale, new_mask = layer.mask_update(masks[-1] * layer.in_channels)
+            plan.append((scale, new_mask))
+            masks.append(new_mask)
+        deep = masks[-1]
+        for i, layer in enumerate(self.decoder):
+            skip = masks[self.layers - 1 - i]
+            up_width, skip_width = self.decoder_widths[i]
+            count = F.interpolate(deep, scale_factor=2.0, mode="nearest") * up_width
+            count = count + skip * skip_width
+            scale, new_mask = layer.mask_update(count)
+            plan.append((scale, new_mask))
+            deep = new_mask
+        return plan
+
+    def check_input(self, image: torch.Tensor, valid_mask: torch.Tensor) -> None:
+        if image.dim() != 4 or image.shape[1] != self.config.in_channels:
+            raise ValueError(
+                f"image must be (N, {self.config.in_channels}, H, W), got {tuple(image.shape)}"
+            )
+        if valid_mask.dim() != 4 or valid_mask.shape[1] != 1:
+            raise ValueError(f"valid_mask must be (N, 1, H, W), got {tuple(valid_mask.shape)}")
+        if valid_mask.shape[0] != image.shape[0] or valid_mask.shape[-2:] != image.shape[-2:]:
+            raise ValueError(
+                f"valid_mask {tuple(valid_mask.shape)} does not match image {tuple(image.shape)}"
+            )
+        h, w = image.shape[-2:]
+        if h % self.multiple or w % self.multiple:
+            raise ValueError(
+                f"image height and width must be multiples of {self.multiple} for a "
+                f"{self.layers}-level PConvUNet, got {h} x {w}; pad the input first"
+            )
+
+    def forward(self, image: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
+        self.check_input(image, valid_mask)
+        plan = self.mask_pyramid(valid_mask)
+        valid = valid_mask.to(image.dtype)
+        features = [image * valid]  # features of each level, already multiplied by their mask
+        h = features[0]
+        for i, (layer, bn) in enumerate(zip(self.encoder, self.encoder_bn)):
+            scale, new_mask = plan[i]
+            h = F.relu(bn(layer.convolve(h, scale, new_mask)))
+            h = h * new_mask.to(h.dtype)
+            features.append(h)
+        out = features[-1]
+        for i, (layer, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
+            scale, new_mask = plan[self.layers + i]
+            skip = features[self.layers - 1 - i]
+            up = F.interpolate(out, scale_factor=2.0, mode="nearest")
+            out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask)
+            if i < self.layers - 1:
+                out = F.leaky_relu(bn(out), 0.2)
+                out = out * new_mask.to(out.dtype)
+        return out
+
+
+def build_model(config: PConvUNetConfig | dict | None = None) -> PConvUNet:
+    """Build a PConvUNet from a config object or the dict stored in a checkpoint."""
+    if config is None:
+        config = PConvUNetConfig()
+    elif isinstance(config, dict):
+        config = PConvUNetConfig.from_dict(config)
+    return PConvUNet(layers=config.layers, width=config.width, in_channels=config.in_channels)
