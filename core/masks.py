@@ -97,7 +97,8 @@ class MaskGenerator:
             if candidate.mean() <= hi:
                 mask = candidate
         if mask.mean() > lo and self.rng.random() < 0.3:
-            dilated = _dilate(mask, int(self.rng.integers(1, max(2, int(scale / 128) + 2)))) & allowed
+            radius = int(self.rng.integers(1, max(2, int(scale / 128) + 2)))
+            dilated = _dilate(mask, radius) & allowed
             if dilated.mean() <= hi:
                 mask = dilated
         return mask

@@ -113,7 +113,7 @@ class PConvUNet(nn.Module):
     @torch.no_grad()
     def mask_pyramid(self, valid_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """(scale, new_mask) for every layer, encoder first, from the input mask alone."""
-        masks = [valid_mask.float()]
+        masks = [valid_mask if valid_mask.dtype == torch.float64 else valid_mask.float()]
         plan: list[tuple[torch.Tensor, torch.Tensor]] = []
         for layer in self.encoder:
             scale, new_mask = layer.mask_update(masks[-1] * layer.in_channels)

@@ -23,6 +23,11 @@ def _pair(value: int | tuple[int, int]) -> tuple[int, int]:
     return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
 
 
+def _exact_dtype(t: torch.Tensor) -> torch.Tensor:
+    """float32 for the mask path (float64 stays float64): counts must be exact integers."""
+    return t if t.dtype == torch.float64 else t.float()
+
+
 class PartialConv2d(nn.Module):
     """A 2-D partial convolution; ``forward(x, valid_mask) -> (y, new_valid_mask)``."""
 
@@ -62,11 +67,11 @@ class PartialConv2d(nn.Module):
         """From a (N, 1, H, W) map of valid input channels per pixel, return the re-weighting
         ``scale`` (sum(1)/sum(M), 0 where the window is all hole) and the binary new mask."""
         with torch.autocast(device_type=valid_count.device.type, enabled=False):
-            count = valid_count.float()
+            count = _exact_dtype(valid_count)
             window_sum = F.conv2d(
-                count, self._box_kernel.float(), stride=self.stride, padding=self.padding
+                count, self._box_kernel.to(count.dtype), stride=self.stride, padding=self.padding
             )
-            new_mask = (window_sum > 0.5).float()
+            new_mask = (window_sum > 0.5).to(count.dtype)
             scale = self.window_size / window_sum.clamp(min=1.0) * new_mask
         return scale, new_mask
 
@@ -75,9 +80,9 @@ class PartialConv2d(nn.Module):
         if valid_mask.dim() != 4:
             raise ValueError(f"valid_mask must be 4-D (N, C, H, W), got {tuple(valid_mask.shape)}")
         if valid_mask.shape[1] == 1:
-            return valid_mask.float() * self.in_channels
+            return _exact_dtype(valid_mask) * self.in_channels
         if valid_mask.shape[1] == self.in_channels:
-            return valid_mask.float().sum(dim=1, keepdim=True)
+            return _exact_dtype(valid_mask).sum(dim=1, keepdim=True)
         raise ValueError(
             f"valid_mask must have 1 or {self.in_channels} channels, got {valid_mask.shape[1]}"
         )

@@ -1,0 +1,139 @@
+"""Batch inpainting from the command line.
+
+    python -m core.inpaint IMAGE MASK -o OUT [--raw-out PATH] [--checkpoint PATH]
+                           [--device auto|cpu|cuda] [--overwrite]
+
+IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
+folder. MASK images are white = hole. User mistakes print one line to stderr and exit 2;
+nothing is overwritten without --overwrite, and the input photo never is.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from core.imageio import IMAGE_SUFFIXES, ImageLoadError, load_image, save_image
+
+
+class UsageError(Exception):
+    """A user mistake: reported as one line, exit status 2."""
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="python -m core.inpaint",
+        description="Fill the white areas of MASK in IMAGE with the PConv U-Net.",
+    )
+    p.add_argument("image", type=Path, help="photo, or a folder of photos")
+    p.add_argument("mask", type=Path, help="mask (white = hole), or a folder of masks")
+    p.add_argument("-o", "--out", type=Path, required=True, help="output file or folder")
+    p.add_argument("--raw-out", type=Path, help="also save the raw network output here")
+    p.add_argument("--checkpoint", type=Path, help="model file (default: the shipped model)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--overwrite", action="store_true", help="replace existing output files")
+    return p
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    return {
+        p.stem: p
+        for p in sorted(folder.iterdir())
+        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
+    }
+
+
+def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]]:
+    """(image, mask, out, raw_out) for each photo to process."""
+    if not args.image.exists():
+        raise UsageError(f"{args.image}: not found")
+    if not args.mask.exists():
+        raise UsageError(f"{args.mask}: not found")
+    if args.image.is_dir():
+        if not args.mask.is_dir():
+            raise UsageError(f"{args.mask}: must be a folder when IMAGE is a folder")
+        images, masks = _images_in(args.image), _images_in(args.mask)
+        if not images:
+            raise UsageError(f"{args.image}: no images found")
+        missing = sorted(set(images) - set(masks))
+        if missing:
+            raise UsageError(f"{args.mask}: no mask for {', '.join(missing[:5])}")
+        if args.out.exists() and not args.out.is_dir():
+            raise UsageError(f"{args.out}: must be a folder when IMAGE is a folder")
+        if args.raw_out is not None and args.raw_out.exists() and not args.raw_out.is_dir():
+            raise UsageError(f"{args.raw_out}: must be a folder when IMAGE is a folder")
+        jobs = []
+        for stem, image in images.items():
+            out = args.out / image.name
+            raw = args.raw_out / image.name if args.raw_out is not None else None
+            jobs.append((image, masks[stem], out, raw))
+        return jobs
+    if args.mask.is_dir():
+        raise UsageError(f"{args.mask}: is a folder but IMAGE is a single file")
+    return [(args.image, args.mask, args.out, args.raw_out)]
+
+
+def _check_outputs(jobs: list[tuple[Path, Path, Path, Path | None]], overwrite: bool) -> None:
+    for image, _mask, out, raw in jobs:
+        for target in (out, raw):
+            if target is None:
+                continue
+            if target.resolve() == image.resolve():
+                raise UsageError(f"{target}: refusing to overwrite the input photo")
+            if target.exists() and not overwrite:
+                raise UsageError(f"{target}: already exists (use --overwrite to replace it)")
+            if target.suffix.lower() not in IMAGE_SUFFIXES:
+                raise UsageError(
+                    f"{target}: unsupported output extension; use one of "
+                    f"{', '.join(IMAGE_SUFFIXES)}"
+                )
+
+
+def run(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    from core.checkpoint import CheckpointError
+    from core.inference import Inpainter
+    from core.masks import load_mask
+
+    try:
+        jobs = _jobs(args)
+        _check_outputs(jobs, args.overwrite)
+        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=args.device)
+        if len(jobs) > 1:
+            args.out.mkdir(parents=True, exist_ok=True)
+            if args.raw_out is not None:
+                args.raw_out.mkdir(parents=True, exist_ok=True)
+        for image_path, mask_path, out, raw in jobs:
+            photo = load_image(image_path)
+            hole = load_mask(mask_path)
+            h, w = photo.pixels.shape[:2]
+            if hole.shape != (h, w):
+                raise UsageError(
+                    f"{mask_path}: mask is {hole.shape[1]} x {hole.shape[0]} but the photo is "
+                    f"{w} x {h}"
+                )
+            if not hole.any():
+                raise UsageError(f"{mask_path}: mask is empty (no white pixels to fill)")
+            result = inpainter.inpaint(photo.pixels, hole)
+            for notice in result.notices:
+                print(f"note: {notice}", file=sys.stderr)
+            save_image(out, result.composite, exif=photo.exif, icc_profile=photo.icc_profile)
+            if raw is not None:
+                save_image(raw, result.raw, exif=photo.exif, icc_profile=photo.icc_profile)
+            print(f"{image_path} -> {out}")
+    except (UsageError, ImageLoadError, CheckpointError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    sys.exit(run(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,599 @@
+"""Headless training: ``python -m core.train --data DIR --out DIR [...]``.
+
+Runs on CPU, one GPU, or several under ``torchrun --nproc_per_node=N -m core.train``
+(DistributedDataParallel; NCCL on GPUs, gloo on CPU; only rank 0 logs and saves).
+Checkpoints are written atomically (latest, best-by-validation, and on SIGINT/SIGTERM),
+hold the model configuration, and open directly in core.inference and the app.
+The trainer only knows the model through build_model, forward(image, valid_mask) and
+freeze_encoder_bn; the loss through InpaintingLoss.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import os
+import random
+import signal
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+
+from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model_file
+from core.losses import TERMS, InpaintingLoss
+from core.model import PConvUNet, PConvUNetConfig, build_model
+
+LOGGED = (*TERMS, "total")
+
+
+class TrainingStopped(Exception):
+    """A run that must stop with a message (bad input, NaN loss); exit status in ``code``."""
+
+    def __init__(self, message: str, code: int = 2) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""
+    val_data: str | None = None
+    out: str = "runs/pconv"
+    image_size: int = 256
+    layers: int | None = None  # default: 7 at <= 256, else 8
+    width: int = 64
+    batch_size: int = 6
+    max_steps: int = 1000
+    max_minutes: float | None = None
+    lr: float | None = None  # default 2e-4, or 5e-5 with --finetune
+    finetune: bool = False
+    resume: str | None = None
+    init: str | None = None  # start from these weights (new optimizer)
+    device: str = "auto"
+    amp: str = "auto"  # bf16 on CUDA, off on CPU
+    perceptual: str = "vgg16"
+    vgg_weights: str | None = None
+    backbone_weights: str | None = None
+    seed: int = 0
+    log_every: int = 50
+    val_every: int = 1000
+    save_every: int = 1000
+    val_images: int = 2  # validation masks per val image
+    workers: int | None = None
+    preload: bool = False
+    mask_dir: str | None = None
+    work_size: int = 512
+    channels_last: bool = False
+    export: str | None = None  # also write fp16 safetensors of the best model here
+    fail_at_step: int | None = None  # testing hook: force a NaN loss at this step
+
+    def resolved_layers(self) -> int:
+        return self.layers if self.layers else (7 if self.image_size <= 256 else 8)
+
+    def resolved_lr(self) -> float:
+        return self.lr if self.lr is not None else (5e-5 if self.finetune else 2e-4)
+
+
+def parse_args(argv: list[str] | None = None) -> TrainConfig:
+    d = TrainConfig()
+    p = argparse.ArgumentParser(prog="python -m core.train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="folder of training photos (searched recursively)")
+    p.add_argument("--val-data", help="folder of validation photos")
+    p.add_argument("--out", default=d.out, help="run folder: checkpoints, logs, samples")
+    p.add_argument("--image-size", type=int, default=d.image_size)
+    p.add_argument("--layers", type=int, help="U-Net depth (default 7 at <= 256, else 8)")
+    p.add_argument("--width", type=int, default=d.width, help="first-layer channels (paper: 64)")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="per process")
+    p.add_argument("--max-steps", type=int, default=d.max_steps)
+    p.add_argument("--max-minutes", type=float, help="stop (and save) after this wall time")
+    p.add_argument("--lr", type=float, help="default 2e-4 (5e-5 with --finetune)")
+    p.add_argument("--finetune", action="store_true", help="freeze encoder BN, lr 5e-5")
+    p.add_argument("--resume", help="continue a run from its checkpoint (step, optimizer, RNG)")
+    p.add_argument("--init", help="start from a checkpoint's weights with a fresh optimizer")
+    p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
+    p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
+    p.add_argument("--perceptual", default=d.perceptual,
+                   help="feature extractor for perceptual/style terms: vgg16 (paper), "
+                   "effnet-lite0, or none (pixel and TV terms only)")
+    p.add_argument("--vgg-weights", help="path of torchvision's vgg16-397923af.pth")
+    p.add_argument("--backbone-weights", help="weights file for a non-VGG backbone")
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--log-every", type=int, default=d.log_every)
+    p.add_argument("--val-every", type=int, default=d.val_every)
+    p.add_argument("--save-every", type=int, default=d.save_every)
+    p.add_argument("--val-images", type=int, default=d.val_images,
+                   help="seeded validation masks per validation photo")
+    p.add_argument("--workers", type=int, help="data loader workers per process")
+    p.add_argument("--preload", action="store_true", help="decode all photos once up front")
+    p.add_argument("--mask-dir", help="folder of mask images (white = hole) instead of generated")
+    p.add_argument("--work-size", type=int, default=d.work_size,
+                   help="crop size core.inference uses with this model")
+    p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--export", help="also save the best model as fp16 safetensors here")
+    p.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
+    ns = p.parse_args(argv)
+    return TrainConfig(**{k: v for k, v in vars(ns).items()})
+
+
+# -- distributed helpers ------------------------------------------------------------------
+@dataclass
+class Dist:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+
+def init_distributed(device_kind: str) -> Dist:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return Dist()
+    backend = "nccl" if device_kind == "cuda" else "gloo"
+    dist.init_process_group(backend=backend)
+    return Dist(dist.get_rank(), dist.get_world_size(), int(os.environ.get("LOCAL_RANK", "0")))
+
+
+def pick_device(name: str, ddp: Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise TrainingStopped("--device cuda was requested but no CUDA device is available")
+        torch.cuda.set_device(ddp.local_rank)
+        return torch.device("cuda", ddp.local_rank)
+    return torch.device("cpu")
+
+
+# -- state ----------------------------------------------------------------------------------
+def rng_state() -> dict[str, Any]:
+    np_state = np.random.get_state()
+    state: dict[str, Any] = {
+        "torch": torch.get_rng_state(),
+        "python": random.getstate(),
+        "numpy": {
+            "keys": torch.from_numpy(np_state[1].astype(np.int64)),
+            "pos": int(np_state[2]),
+            "has_gauss": int(np_state[3]),
+            "cached": float(np_state[4]),
+        },
+    }
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_tuples(state["python"]))
+    npst = state["numpy"]
+    np.random.set_state(
+        ("MT19937", npst["keys"].numpy().astype(np.uint32), npst["pos"], npst["has_gauss"],
+         npst["cached"])
+    )
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _tuples(value: Any) -> Any:
+    """random.setstate needs tuples; a checkpoint may hand back lists."""
+    if isinstance(value, list | tuple):
+        return tuple(_tuples(v) for v in value)
+    return value
+
+
+def build_loss(cfg: TrainConfig, device: torch.device) -> InpaintingLoss:
+    """The paper's loss with the chosen feature extractor (or none)."""
+    name = cfg.perceptual.lower()
+    if name == "none":
+        return InpaintingLoss(None).to(device)
+    from core.backbones import BackboneWeightsError, build_feature_extractor
+
+    weights: str | None = "imagenet"
+    if name == "vgg16" and cfg.vgg_weights:
+        weights = cfg.vgg_weights
+    elif name != "vgg16" and cfg.backbone_weights:
+        weights = cfg.backbone_weights
+    try:
+        extractor = build_feature_extractor(name, weights=weights)
+    except BackboneWeightsError as exc:
+        raise TrainingStopped(str(exc)) from None
+    except (ValueError, OSError) as exc:
+        raise TrainingStopped(f"--perceptual {cfg.perceptual}: {exc}") from None
+    return InpaintingLoss(extractor).to(device)
+
+
+class Trainer:
+    """Owns the loop, checkpoints, logging and validation for one process."""
+
+    def __init__(self, cfg: TrainConfig) -> None:
+        self.cfg = cfg
+        self.device_kind = (
+            "cuda" if cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
+            else "cpu"
+        )
+        self.ddp = init_distributed(self.device_kind)
+        self.device = pick_device(cfg.device, self.ddp)
+        self.out = Path(cfg.out)
+        self.stop_signal: int | None = None
+        self.step = 0
+        self.best_psnr = -math.inf
+        self.last_good_step = 0
+        amp = cfg.amp if cfg.amp != "auto" else ("bf16" if self.device.type == "cuda" else "off")
+        if amp == "fp16" and self.device.type != "cuda":
+            raise TrainingStopped("--amp fp16 needs a CUDA device; use bf16 or off on CPU")
+        self.amp = amp
+        self.amp_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(amp)
+
+    # -- setup ----------------------------------------------------------------------------
+    def setup(self) -> None:
+        cfg = self.cfg
+        if not cfg.data or not Path(cfg.data).is_dir():
+            raise TrainingStopped(f"--data {cfg.data}: folder not found")
+        if cfg.val_data and not Path(cfg.val_data).is_dir():
+            raise TrainingStopped(f"--val-data {cfg.val_data}: folder not found")
+        layers = cfg.resolved_layers()
+        if cfg.image_size % (2**layers):
+            raise TrainingStopped(
+                f"--image-size {cfg.image_size} must be a multiple of {2**layers} "
+                f"for {layers} levels"
+            )
+        if cfg.image_size // 2**layers < 2 and cfg.batch_size < 2:
+            raise TrainingStopped(
+                "a 1x1 bottleneck needs --batch-size >= 2 (BatchNorm); or use fewer --layers"
+            )
+        seed = cfg.seed + self.ddp.rank
+        torch.manual_seed(seed)
+        np.random.seed(seed % 2**32)
+        random.seed(seed)
+
+        payload = None
+        if cfg.resume:
+            payload = self._load(cfg.resume)
+            model_config = PConvUNetConfig.from_dict(dict(payload["model_config"]))
+        else:
+            model_config = PConvUNetConfig(layers=layers, width=cfg.width)
+        self.model: PConvUNet = build_model(model_config).to(self.device)
+        if cfg.init and not cfg.resume:
+            init = self._load(cfg.init)
+            try:
+                self.model.load_state_dict(
+                    {k: v.float() if v.is_floating_point() else v
+                     for k, v in init["model"].items()}, strict=True)
+            except RuntimeError as exc:
+                raise TrainingStopped(f"--init {cfg.init}: weights do not match ({exc})") from None
+        if cfg.finetune:
+            self.model.freeze_encoder_bn()
+        if cfg.channels_last:
+            self.model = self.model.to(memory_format=torch.channels_last)
+        self.loss_fn = build_loss(cfg, self.device)
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.Adam(params, lr=cfg.resolved_lr())
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp == "fp16")
+        if payload is not None:
+            self._restore(payload)
+        self.net: torch.nn.Module = self.model
+        if self.ddp.world > 1:
+            from torch.nn.parallel import DistributedDataParallel
+
+            ids = [self.device.index] if self.device.type == "cuda" else None
+            self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self._build_data()
+        if self.ddp.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            self._open_logs()
+
+    def _load(self, path: str) -> dict[str, Any]:
+        try:
+            return load_checkpoint(path)
+        except CheckpointError as exc:
+            raise TrainingStopped(str(exc)) from None
+
+    def _restore(self, payload: dict[str, Any]) -> None:
+        self.model.load_state_dict(payload["model"], strict=True)
+        if "optimizer" in payload:
+            self.optimizer.load_state_dict(payload["optimizer"])
+            for group in self.optimizer.param_groups:
+                group["lr"] = self.cfg.resolved_lr()
+        if "scaler" in payload and payload["scaler"]:
+            self.scaler.load_state_dict(payload["scaler"])
+        self.step = int(payload.get("step", 0))
+        self.last_good_step = self.step
+        self.best_psnr = float(payload.get("best_psnr", -math.inf))
+        if "rng" in payload and self.ddp.world == 1:
+            set_rng_state(payload["rng"])
+
+    def _build_data(self) -> None:
+        from torch.utils.data import RandomSampler
+
+        from core.data import InpaintingDataset, ValidationSet, make_loader
+
+        cfg = self.cfg
+        try:
+            self.dataset = InpaintingDataset(
+                cfg.data, image_size=cfg.image_size, mask_dir=cfg.mask_dir,
+                seed=cfg.seed + 1000 * self.ddp.rank + self.step, preload=cfg.preload,
+            )
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise TrainingStopped(f"--data {cfg.data}: {exc}") from None
+        if len(self.dataset) == 0:
+            raise TrainingStopped(f"--data {cfg.data}: no images found")
+        generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.ddp.rank + self.step)
+        sampler = RandomSampler(
+            self.dataset, replacement=True, num_samples=10**9, generator=generator
+        )
+        workers = cfg.workers if cfg.workers is not None else min(8, os.cpu_count() or 1)
+        self.loader = make_loader(
+            self.dataset, cfg.batch_size, num_workers=workers, shuffle=False, drop_last=True,
+            sampler=sampler,
+        )
+        self.val_set = None
+        if cfg.val_data and self.ddp.main:
+            self.val_set = ValidationSet(
+                cfg.val_data, image_size=cfg.image_size, per_image=cfg.val_images
+            )
+
+    def _open_logs(self) -> None:
+        self.writer = None
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self.writer = SummaryWriter(log_dir=str(self.out / "tensorboard"))
+        except ImportError:
+            print("note: tensorboard is not installed; scalars go to log.txt only", file=sys.stderr)
+        self.log_file = open(self.out / "log.txt", "a", encoding="utf-8")  # noqa: SIM115
+
+    # -- checkpoints ----------------------------------------------------------------------
+    def payload(self) -> dict[str, Any]:
+        return {
+            "model": {k: v.detach().cpu() for k, v in self.model.state_dict().items()},
+            "model_config": self.model.config.to_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict() if self.scaler.is_enabled() else {},
+            "step": self.step,
+            "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None,
+            "rng": rng_state(),
+            "train_config": {k: v for k, v in asdict(self.cfg).items() if v is not None},
+            "work_size": self.cfg.work_size,
+        }
+
+    def save(self, name: str) -> Path:
+        path = self.out / name
+        save_checkpoint(path, self.payload())
+        self.last_good_step = self.step
+        return path
+
+    # -- loop -----------------------------------------------------------------------------
+    def _install_signals(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self.stop_signal = signum
+
+        signal.signal(signal.SIGINT, handler)
+        signal.signal(signal.SIGTERM, handler)
+
+    def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        """One optimisation step; returns the loss terms (TERMS + total) as one tensor."""
+        image = batch["image"].to(self.device, non_blocking=True)
+        valid = batch["valid_mask"].to(self.device, non_blocking=True)
+        if self.cfg.channels_last:
+            image = image.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                            enabled=self.amp_dtype is not None):
+            output = self.net(image, valid)
+            terms = self.loss_fn(output, image, valid)
+        if self.cfg.fail_at_step is not None and self.step + 1 >= self.cfg.fail_at_step:
+            terms["hole"] = terms["hole"] * float("nan")
+            terms["total"] = terms["total"] + terms["hole"]
+        values = torch.stack([terms[t].detach().float() for t in LOGGED])
+        self._check_finite(values)
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(terms["total"]).backward()
+        self.scaler.step(self.optimizer)
+        self.scaler.update()
+        return values
+
+    def _check_finite(self, values: torch.Tensor) -> None:
+        bad = (~torch.isfinite(values)).float()
+        if self.ddp.world > 1:
+            dist.all_reduce(bad, op=dist.ReduceOp.MAX)
+        if bad.any():
+            names = [t for t, b in zip(LOGGED, bad.tolist()) if b]
+            raise TrainingStopped(
+                f"loss term '{names[0]}' became NaN/inf at step {self.step + 1}; stopped. "
+                f"The last good checkpoint (step {self.last_good_step}) is kept in {self.out}. "
+                "Try a lower --lr or --amp off.",
+                code=1,
+            )
+
+    def run(self) -> int:
+        cfg = self.cfg
+        self._install_signals()
+        start = time.time()
+        start_step = self.step
+        bar = None
+        if self.ddp.main:
+            eff = cfg.batch_size * self.ddp.world
+            print(
+                f"training {self.model.config} on {self.device} (amp {self.amp}), "
+                f"{len(self.dataset)} photos, batch {cfg.batch_size} x {self.ddp.world} "
+                f"process(es) = effective batch {eff}, perceptual {cfg.perceptual}, "
+                f"lr {cfg.resolved_lr():g}{', fine-tune' if cfg.finetune else ''}",
+                flush=True,
+            )
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
+                       mininterval=1.0 if sys.stderr.isatty() else 30.0)
+        self.net.train()
+        sums = torch.zeros(len(LOGGED), device=self.device)
+        count = 0
+        data_iter = iter(self.loader)
+        reason = "max steps reached"
+        while self.step < cfg.max_steps:
+            if self._should_stop(start):
+                reason = "time limit reached" if self.stop_signal is None else "signal"
+                break
+            batch = next(data_iter)
+            sums += self.train_step(batch)
+            count += 1
+            self.step += 1
+            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                means = dict(zip(LOGGED, (sums / count).tolist()))
+                if self.ddp.main:
+                    self._log_scalars(means, start, start_step)
+                    if bar is not None:
+                        bar.set_postfix(loss=f"{means['total']:.4f}")
+                sums.zero_()
+                count = 0
+            if bar is not None:
+                bar.update(1)
+            if self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0:
+                self.validate()
+                self.net.train()
+            if self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0:
+                self.save("latest.pt")
+        if bar is not None:
+            bar.close()
+        code = 0
+        if self.ddp.main:
+            if self.stop_signal is not None:
+                path = self.save("latest.pt")
+                print(f"interrupted by signal {self.stop_signal}: saved step {self.step} to "
+                      f"{path}", flush=True)
+                code = 128 + self.stop_signal
+            else:
+                if self.val_set is not None and (not cfg.val_every or self.step % cfg.val_every):
+                    self.validate()
+                path = self.save("latest.pt")
+                elapsed = time.time() - start
+                steps = self.step - start_step
+                rate = steps * cfg.batch_size * self.ddp.world / max(elapsed, 1e-9)
+                print(f"done ({reason}): step {self.step}, {elapsed / 60:.1f} min, "
+                      f"{rate:.1f} images/s; checkpoint {path}", flush=True)
+            if cfg.export:
+                best = self.out / "best.pt"
+                source = best if best.exists() else self.out / "latest.pt"
+                model = build_model(self.model.config)
+                model.load_state_dict(load_checkpoint(source)["model"])
+                save_model_file(cfg.export, model, half=True,
+                                extra={"work_size": cfg.work_size})
+                print(f"exported {source.name} as fp16 safetensors to {cfg.export}", flush=True)
+            self.log_file.close()
+            if self.writer is not None:
+                self.writer.close()
+        elif self.stop_signal is not None:
+            code = 128 + self.stop_signal
+        return code
+
+    def _should_stop(self, start: float) -> bool:
+        stop = self.stop_signal is not None
+        if self.cfg.max_minutes is not None:
+            stop = stop or (time.time() - start) / 60.0 >= self.cfg.max_minutes
+        if self.ddp.world > 1:
+            flag = torch.tensor([float(stop)], device=self.device)
+            dist.all_reduce(flag, op=dist.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
+    def _log_scalars(self, values: dict[str, float], start: float, start_step: int) -> None:
+        elapsed = max(time.time() - start, 1e-9)
+        rate = (self.step - start_step) * self.cfg.batch_size * self.ddp.world / elapsed
+        line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
+        self.log_file.write(f"step {self.step} {line} images_per_s={rate:.1f}\n")
+        self.log_file.flush()
+        if self.writer is not None:
+            for k, v in values.items():
+                self.writer.add_scalar(f"loss/{k}", v, self.step)
+            self.writer.add_scalar("speed/images_per_s", rate, self.step)
+
+    @torch.no_grad()
+    def validate(self) -> dict[str, float]:
+        """PSNR/SSIM of the composite on the fixed validation set; keeps best.pt."""
+        from core.metrics import psnr, ssim
+
+        assert self.val_set is not None
+        self.model.eval()
+        psnrs, ssims = [], []
+        grid_rows = []
+        for i in range(0, len(self.val_set), 8):
+            items = [self.val_set[j] for j in range(i, min(i + 8, len(self.val_set)))]
+            image = torch.stack([it["image"] for it in items]).to(self.device)
+            valid = torch.stack([it["valid_mask"] for it in items]).to(self.device)
+            with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
+                                enabled=self.amp_dtype is not None):
+                raw = self.model(image, valid).float().clamp(0, 1)
+            comp = valid * image + (1 - valid) * raw
+            for b in range(image.shape[0]):
+                gt8 = _to_uint8(image[b])
+                comp8 = _to_uint8(comp[b])
+                psnrs.append(psnr(comp8, gt8))
+                ssims.append(ssim(comp8, gt8))
+                if len(grid_rows) < 6:
+                    grid_rows.append(
+                        [_to_uint8(image[b] * valid[b]), _to_uint8(valid[b].expand(3, -1, -1)),
+                         _to_uint8(raw[b]), comp8, gt8]
+                    )
+        finite = [p for p in psnrs if math.isfinite(p)]
+        result = {
+            "psnr": float(np.mean(finite)) if finite else float("inf"),
+            "ssim": float(np.mean(ssims)),
+        }
+        if self.writer is not None:
+            self.writer.add_scalar("val/psnr", result["psnr"], self.step)
+            self.writer.add_scalar("val/ssim", result["ssim"], self.step)
+        self.log_file.write(
+            f"val step {self.step} psnr={result['psnr']:.3f} ssim={result['ssim']:.4f}\n"
+        )
+        self.log_file.flush()
+        _save_grid(self.out / "samples" / f"step_{self.step:07d}.png", grid_rows)
+        print(f"\nvalidation at step {self.step}: PSNR {result['psnr']:.2f} dB, "
+              f"SSIM {result['ssim']:.4f}", flush=True)
+        if result["psnr"] > self.best_psnr:
+            self.best_psnr = result["psnr"]
+            self.save("best.pt")
+        return result
+
+
+def _to_uint8(t: torch.Tensor) -> np.ndarray:
+    return (t.float().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).cpu().numpy()
+
+
+def _save_grid(path: Path, rows: list[list[np.ndarray]]) -> None:
+    """Rows of (input, mask, raw, composite, ground truth) tiles, saved atomically."""
+    if not rows:
+        return
+    from PIL import Image
+
+    from core.imageio import atomic_save_pil
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    grid = np.concatenate([np.concatenate(r, axis=1) for r in rows], axis=0)
+    atomic_save_pil(Image.fromarray(grid), path, format="PNG")
+
+
+def main(argv: list[str] | None = None) -> None:
+    cfg = parse_args(argv)
+    trainer = None
+    try:
+        trainer = Trainer(cfg)
+        trainer.setup()
+        code = trainer.run()
+    except TrainingStopped as exc:
+        print(f"error: {exc}", file=sys.stderr, flush=True)
+        code = exc.code
+    finally:
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
