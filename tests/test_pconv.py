@@ -57,7 +57,7 @@ def test_matches_brute_force(cin, cout, k, s, p, bias, per_channel):
     mask[1, :, :, :6] = 0  # all-hole windows for any kernel size here
     y, m = layer(x, mask)
     y_ref, m_ref = brute_force(layer, x, mask)
-    torch.testing.assert_close(m, m_ref.float())
+    torch.testing.assert_close(m, m_ref)
     torch.testing.assert_close(y, y_ref, rtol=1e-10, atol=1e-10)
     assert (m_ref == 0).any() and (m_ref == 1).any()  # both kinds of window were exercised
     assert (y[m.expand_as(y) == 0] == 0).all()  # all-hole windows are exactly 0, bias included
