@@ -91,8 +91,10 @@ def centre_crop(arr: np.ndarray, size: int) -> np.ndarray:
 
 def to_sample(image: np.ndarray, hole: np.ndarray) -> dict[str, torch.Tensor]:
     """(S, S, 3) uint8 + bool hole mask -> the dataset dict (valid_mask 1 = known)."""
-    image_t = torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float().div_(255.0)
-    valid = torch.from_numpy(np.ascontiguousarray(~hole).astype(np.float32))[None]
+    # np.require copies only arrays torch cannot wrap (read-only PIL buffers, flipped views).
+    pixels = np.require(image, np.uint8, ["C_CONTIGUOUS", "WRITEABLE"])
+    image_t = torch.from_numpy(pixels).permute(2, 0, 1).float().div_(255.0)
+    valid = torch.from_numpy((~np.asarray(hole, dtype=bool)).astype(np.float32))[None]
     return {"image": image_t.contiguous(), "valid_mask": valid}
 
 

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Runs ON the GPU machine (device tool), from the repository root, after scripts/gpu_pack.sh:
+# trains the candidate settings side by side on the one GPU for the same wall time, exports
+# each best model as fp16 safetensors, and packs models, logs and sample grids into
+# <= 16 MB pieces under $OUT.
+#   MINUTES=7 scripts/gpu_train.sh
+# Environment: MINUTES (training time), BATCH (16), SIZE (256), SMOKE_STEPS (5), OUT.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1
+minutes=${MINUTES:-7}
+batch=${BATCH:-16}
+size=${SIZE:-256}
+layers=${LAYERS:-7}
+width=${WIDTH:-64}
+workers=${WORKERS:-7}
+out=${OUT:-/tmp/gpu_out}
+runs=${RUNS:-/tmp/gpu_runs}
+init=()
+[ -f .gpu/init/model.safetensors ] && init=(--init .gpu/init/model.safetensors)
+common=(--data .gpu/data/train --val-data .gpu/data/val --image-size "$size" --layers "$layers"
+        --width "$width" --batch-size "$batch" --workers "$workers" --preload --log-every 200
+        --save-every 0 --seed 0 "${init[@]}")
+declare -A extra=(
+  [pixel]="--perceptual none"
+  [effnet]="--perceptual effnet-lite0 --backbone-weights .gpu/effnet-lite0.pth"
+)
+python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
+# 1. smoke: every candidate runs a few steps, so a broken setting fails in seconds.
+for name in "${!extra[@]}"; do
+  python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/smoke-$name" \
+    --max-steps "${SMOKE_STEPS:-5}" --val-every 0 --workers 2 > "$runs-smoke-$name.log" 2>&1 \
+    || { echo "smoke $name FAILED"; tail -30 "$runs-smoke-$name.log"; exit 1; }
+  echo "smoke $name ok"
+done
+# 2. the candidates side by side for the same wall time.
+pids=()
+for name in "${!extra[@]}"; do
+  python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/$name" \
+    --max-steps 10000000 --max-minutes "$minutes" --val-every "${VAL_EVERY:-500}" \
+    --export "$runs/$name/model.safetensors" > "$runs/$name.log" 2>&1 &
+  pids+=($!)
+done
+nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 60 > "$runs/gpu_util.csv" &
+smi=$!
+status=0
+for pid in "${pids[@]}"; do wait "$pid" || status=1; done
+kill "$smi" 2>/dev/null
+for name in "${!extra[@]}"; do
+  echo "== $name"; grep -E "^training|^done|^exported|^error" "$runs/$name.log"
+  grep -E "^val step" "$runs/$name/log.txt" | tail -4
+  grep -E "^step" "$runs/$name/log.txt" | tail -1
+done
+# 3. pack: models, logs, last sample grid of each run.
+mkdir -p "$out" /tmp/pack
+for name in "${!extra[@]}"; do
+  mkdir -p "/tmp/pack/$name"
+  cp "$runs/$name/model.safetensors" "$runs/$name/log.txt" "$runs/$name.log" "/tmp/pack/$name/" 2>/dev/null
+  last=$(ls "$runs/$name/samples" 2>/dev/null | tail -1)
+  [ -n "$last" ] && cp "$runs/$name/samples/$last" "/tmp/pack/$name/samples_last.png"
+done
+cp "$runs/gpu_util.csv" /tmp/pack/ 2>/dev/null
+tar -C /tmp/pack -cf /tmp/results.tar .
+split -b 16000000 -d /tmp/results.tar "$out/results.tar.part-"
+ls -la "$out"
+exit $status
