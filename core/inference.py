@@ -227,7 +227,7 @@ class Inpainter:
             return InpaintResult(raw, composite, self.device_name, notices)
         if hole.all():
             raise ValueError("the mask covers the whole image: there is nothing to fill from")
-        context = max(32, self.work_size // 8)
+        context = min(max(32, self.work_size // 8), self.work_size // 4)
         boxes = hole_clusters(hole, context)
         total = len(boxes)
         for i, box in enumerate(boxes):

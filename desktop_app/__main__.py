@@ -43,10 +43,13 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationVersion(app_version())
     window = MainWindow(checkpoint=args.checkpoint, device=args.device)
     _install_excepthook(window)
-    window.show()
-    if args.image:
-        window.open_path(Path(args.image))
-    return int(app.exec())
+    try:
+        window.show()
+        if args.image:
+            window.open_path(Path(args.image))
+        return int(app.exec())
+    finally:
+        window.shutdown()  # also when the event loop ends without a close event
 
 
 def _install_excepthook(window) -> None:

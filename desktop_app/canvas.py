@@ -3,12 +3,14 @@
 All views share one ViewState (zoom and the image point at the view's centre), so the
 previews follow the canvas. Mapping between widget and image coordinates goes through one
 transform, used both to draw and to read the mouse, which is what keeps the brush accurate
-at every zoom. Strokes are drawn with QPainter (round caps, lines between mouse events) into
-a Grayscale8 image of the photo's size; on release the touched rectangle becomes one undo
+at every zoom. Strokes are drawn with QPainter (round caps and joins, lines between mouse events)
+into a Grayscale8 image of the photo's size; on release the touched rectangle becomes one undo
 command. Paint events only blit ready-made images: no numpy work happens in them.
 """
 
 from __future__ import annotations
+
+import math
 
 from PySide6.QtCore import QObject, QPoint, QPointF, QRect, QRectF, QSize, Qt, Signal
 from PySide6.QtGui import (
@@ -20,6 +22,7 @@ from PySide6.QtGui import (
     QPaintEvent,
     QPen,
     QPixmap,
+    QPolygonF,
     QTransform,
     QWheelEvent,
 )
@@ -29,14 +32,52 @@ from desktop_app.document import Document
 from desktop_app.qtimages import OVERLAY_COLOR, gray_view, new_overlay, paint_overlay, rgb_to_qimage
 from desktop_app.settings import MAX_BRUSH_SIZE, MIN_BRUSH_SIZE
 
+# Brush circles are polygons this close to the true circle (in image pixels), so a pixel
+# is painted exactly when its centre lies within the brush, up to this tolerance.
+BRUSH_CIRCLE_TOLERANCE = 0.002
 MIN_ZOOM = 1 / 64
 MAX_ZOOM = 32.0
 WHEEL_ZOOM_STEP = 1.25
 BACKGROUND = QColor(42, 42, 46)
 
 
+def disk_polygon(center: QPointF, radius: float) -> QPolygonF:
+    """A polygon within BRUSH_CIRCLE_TOLERANCE of the circle (QPainter's ellipses are
+    Bezier approximations that can be a tenth of a pixel off)."""
+    cosine = max(-1.0, 1.0 - BRUSH_CIRCLE_TOLERANCE / max(radius, 1e-6))
+    count = max(16, min(4096, math.ceil(math.pi / math.acos(cosine))))
+    cx, cy = center.x(), center.y()
+    return QPolygonF([
+        QPointF(cx + radius * math.cos(2 * math.pi * k / count),
+                cy + radius * math.sin(2 * math.pi * k / count))
+        for k in range(count)
+    ])
+
+
+def stroke_polygons(start: QPointF, end: QPointF, radius: float) -> list[QPolygonF]:
+    """One piece of a round brush stroke: the disk at ``end`` and the band from ``start``.
+
+    The disk at ``start`` was drawn with the previous piece; together the pieces are a
+    line with round caps and round joins.
+    """
+    polygons = [disk_polygon(end, radius)]
+    dx, dy = end.x() - start.x(), end.y() - start.y()
+    length = math.hypot(dx, dy)
+    if length > 0:
+        nx, ny = -dy / length * radius, dx / length * radius
+        polygons.append(QPolygonF([
+            QPointF(start.x() + nx, start.y() + ny), QPointF(end.x() + nx, end.y() + ny),
+            QPointF(end.x() - nx, end.y() - ny), QPointF(start.x() - nx, start.y() - ny),
+        ]))
+    return polygons
+
+
 class ViewState(QObject):
-    """Zoom and the image point shown at the centre of every view."""
+    """Zoom and the image point shown at the centre of every view.
+
+    ``zoom`` is the canvas's; a smaller view scales it by its size relative to
+    ``reference_size`` (the canvas's size), so every view shows the same part of the photo.
+    """
 
     changed = Signal()
 
@@ -46,6 +87,12 @@ class ViewState(QObject):
         self.center = QPointF(0.0, 0.0)
         # Keep fitting the photo to the canvas on resize until the user zooms or pans.
         self.auto_fit = True
+        self.reference_size = QSize()
+
+    def set_reference_size(self, size: QSize) -> None:
+        if size != self.reference_size:
+            self.reference_size = QSize(size)
+            self.changed.emit()
 
     def set(self, zoom: float, center: QPointF) -> None:
         zoom = min(max(float(zoom), MIN_ZOOM), MAX_ZOOM)
@@ -72,9 +119,16 @@ class ImageView(QWidget):
         self.setAttribute(Qt.WidgetAttribute.WA_OpaquePaintEvent)
 
     # -- coordinates -----------------------------------------------------------------------
+    def zoom_factor(self) -> float:
+        """This view's zoom relative to the shared one (1 for the canvas)."""
+        return 1.0
+
+    def effective_zoom(self) -> float:
+        return self.view_state.zoom * self.zoom_factor()
+
     def _offset(self) -> QPointF:
         """Where image point (0, 0) lands in the widget; whole pixels so 100 % is crisp."""
-        zoom, center = self.view_state.zoom, self.view_state.center
+        zoom, center = self.effective_zoom(), self.view_state.center
         return QPointF(
             round(self.width() / 2 - center.x() * zoom),
             round(self.height() / 2 - center.y() * zoom),
@@ -83,13 +137,13 @@ class ImageView(QWidget):
     def image_transform(self) -> QTransform:
         """Image coordinates -> widget coordinates."""
         offset = self._offset()
-        zoom = self.view_state.zoom
+        zoom = self.effective_zoom()
         return QTransform(zoom, 0, 0, zoom, offset.x(), offset.y())
 
     def widget_to_image(self, pos: QPointF | QPoint) -> QPointF:
         """The image point under a mouse position (a widget pixel: its centre is +0.5)."""
         offset = self._offset()
-        zoom = self.view_state.zoom
+        zoom = self.effective_zoom()
         return QPointF(
             (pos.x() + 0.5 - offset.x()) / zoom, (pos.y() + 0.5 - offset.y()) / zoom
         )
@@ -97,7 +151,7 @@ class ImageView(QWidget):
     def image_to_widget(self, point: QPointF) -> QPointF:
         """The widget position whose pixel centre shows ``point`` (inverse of the above)."""
         offset = self._offset()
-        zoom = self.view_state.zoom
+        zoom = self.effective_zoom()
         return QPointF(point.x() * zoom + offset.x() - 0.5, point.y() * zoom + offset.y() - 0.5)
 
     def image_rect_to_widget(self, rect: QRectF) -> QRect:
@@ -111,9 +165,10 @@ class ImageView(QWidget):
             anchor = QPointF(self.width() / 2, self.height() / 2)
         image_point = self.widget_to_image(anchor)
         zoom = min(max(state.zoom * factor, MIN_ZOOM), MAX_ZOOM)
+        own_zoom = zoom * self.zoom_factor()
         center = QPointF(
-            image_point.x() - (anchor.x() + 0.5 - self.width() / 2) / zoom,
-            image_point.y() - (anchor.y() + 0.5 - self.height() / 2) / zoom,
+            image_point.x() - (anchor.x() + 0.5 - self.width() / 2) / own_zoom,
+            image_point.y() - (anchor.y() + 0.5 - self.height() / 2) / own_zoom,
         )
         state.auto_fit = False
         state.set(zoom, center)
@@ -144,11 +199,12 @@ class ImageView(QWidget):
         assert self._pan_anchor is not None
         delta = pos - self._pan_anchor
         self._pan_anchor = QPointF(pos)
-        zoom = self.view_state.zoom
+        own_zoom = self.effective_zoom()
         center = self.view_state.center
         self.view_state.auto_fit = False
-        self.view_state.set(zoom, QPointF(center.x() - delta.x() / zoom,
-                                          center.y() - delta.y() / zoom))
+        self.view_state.set(self.view_state.zoom,
+                            QPointF(center.x() - delta.x() / own_zoom,
+                                    center.y() - delta.y() / own_zoom))
 
     def _end_pan(self) -> None:
         self._pan_anchor = None
@@ -197,7 +253,7 @@ class ImageView(QWidget):
     def set_smoothing(self, painter: QPainter) -> None:
         """Smooth when zoomed out; show crisp pixels when zoomed in."""
         painter.setRenderHint(QPainter.RenderHint.SmoothPixmapTransform,
-                              self.view_state.zoom < 1.0)
+                              self.effective_zoom() < 1.0)
 
 
 class MaskCanvas(ImageView):
@@ -263,6 +319,7 @@ class MaskCanvas(ImageView):
 
     def resizeEvent(self, event) -> None:  # noqa: N802 - Qt override
         super().resizeEvent(event)
+        self.view_state.set_reference_size(self.size())
         if self.view_state.auto_fit and self.photo_pixmap is not None:
             self.fit_to_view()
 
@@ -274,13 +331,6 @@ class MaskCanvas(ImageView):
             self.brush_size_changed.emit(size)
             self.update()
 
-    def _stroke_pen(self, color: QColor) -> QPen:
-        pen = QPen(color)
-        pen.setWidthF(float(self.brush_size))
-        pen.setCapStyle(Qt.PenCapStyle.RoundCap)
-        pen.setJoinStyle(Qt.PenJoinStyle.RoundJoin)
-        return pen
-
     def _begin_stroke(self, image_point: QPointF, erase: bool) -> None:
         self._stroke_erase = erase
         self._stroke_last = image_point
@@ -290,22 +340,23 @@ class MaskCanvas(ImageView):
     def _draw_segment(self, start: QPointF, end: QPointF) -> None:
         """Draw one piece of the stroke into the stroke image and, for feedback, the overlay.
 
-        Both use the same aliased round-capped line, so what is shown is what is recorded.
+        Both get the same aliased polygons, so what is shown is what is recorded.
         """
         assert self._stroke_image is not None and self._overlay is not None
+        radius = self.brush_size / 2
+        polygons = stroke_polygons(start, end, radius)
         feedback = QColor(0, 0, 0, 0) if self._stroke_erase else OVERLAY_COLOR
         for target, color in ((self._stroke_image, QColor(255, 255, 255)),
                               (self._overlay, feedback)):
             painter = QPainter(target)
-            # Source mode writes the colour as is: the eraser's transparent pen clears.
+            # Source mode writes the colour as is: the eraser's transparent fill clears.
             painter.setCompositionMode(QPainter.CompositionMode.CompositionMode_Source)
-            painter.setPen(self._stroke_pen(color))
-            if start == end:
-                painter.drawPoint(start)
-            else:
-                painter.drawLine(start, end)
+            painter.setPen(Qt.PenStyle.NoPen)
+            painter.setBrush(color)
+            for polygon in polygons:
+                painter.drawPolygon(polygon)
             painter.end()
-        reach = self.brush_size / 2 + 2
+        reach = radius + 2
         touched = QRectF(start, end).normalized().adjusted(-reach, -reach, reach, reach)
         box = touched.toAlignedRect().intersected(self._stroke_image.rect())
         self._stroke_box = self._stroke_box.united(box)

@@ -118,6 +118,7 @@ class MainWindow(QMainWindow):
         self.splitter.setStretchFactor(0, 2)
         self.splitter.setStretchFactor(1, 1)
         self.splitter.setStretchFactor(2, 1)
+        self.splitter.setSizes([2000, 1000, 1000])
         self.splitter.setChildrenCollapsible(False)
         self.setCentralWidget(self.splitter)
         self.canvas.setFocus()
@@ -455,6 +456,7 @@ class MainWindow(QMainWindow):
         self._drop_running_job()
         self._clear_result()
         self.document.replace_photo(pixels, path, exif, icc_profile, name)
+        self.canvas.setFocus()  # so the space bar pans right away
 
     def _fill_recent_menu(self) -> None:
         self.recent_menu.clear()
@@ -834,7 +836,9 @@ class MainWindow(QMainWindow):
         if self.model_loading:
             self.model_label.setText("Model: loading...")
         elif info is None:
-            self.model_label.setText("Model: none")
+            # Permanent, unlike status messages: the user must see why Inpaint cannot work.
+            self.model_label.setText("No model: use Model > Load Checkpoint...")
+            self.model_label.setToolTip(self.model_message or NO_MODEL_MESSAGE)
         else:
             self.model_label.setText(f"Model: {Path(info.source).name}")
             self.model_label.setToolTip(

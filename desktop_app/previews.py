@@ -12,7 +12,8 @@ from desktop_app.qtimages import rgb_to_qimage
 
 
 class PreviewView(ImageView):
-    """Shows one result image under the shared ViewState; drag or wheel to move all views."""
+    """Shows one result image under the shared ViewState: the same part of the photo as the
+    canvas, scaled to fit. Dragging or the wheel here moves every view."""
 
     def __init__(self, title: str, placeholder: str, view_state: ViewState,
                  parent: QWidget | None = None) -> None:
@@ -26,6 +27,13 @@ class PreviewView(ImageView):
         self.outdated = False
         self.setFocusPolicy(Qt.FocusPolicy.NoFocus)
         self._update_cursor()
+
+    def zoom_factor(self) -> float:
+        """Show what the canvas shows: its view, scaled down to fit this smaller widget."""
+        reference = self.view_state.reference_size
+        if reference.isEmpty():
+            return 1.0
+        return min(self.width() / reference.width(), self.height() / reference.height())
 
     def set_result(self, pixels: np.ndarray | None) -> None:
         """Show ``pixels`` ((H, W, 3) uint8, GUI thread only: builds a QPixmap)."""

@@ -1,0 +1,636 @@
+"""PConvUNet against a plain-convolution U-Net of exactly the same layer shapes (issue #6).
+
+    python bench/speed.py --device cpu --json bench/results/speed_cpu.json
+    python bench/speed.py --device cuda --json $OUT/speed_cuda.json
+    python bench/speed.py --quick            # smoke test, tiny settings, < 1 min on CPU
+
+The plain network has the same encoder/decoder convolutions (``nn.Conv2d`` with bias), the same
+BatchNorm layers and activations, nearest upsampling and concatenation, but no masks at all; it
+is built from the PConvUNet it is compared with (parameter counts are asserted equal, weights
+are copied). Both networks are timed in the same process, interleaved (ABBA order per round),
+and every ratio is PConv / plain at identical settings:
+
+- inference latency, batch 1, at 256 (7 levels) and 512 (8 levels, the paper's network);
+- training step throughput with the full paper loss (``InpaintingLoss`` with a random-weight
+  VGG-16 pool1..pool3, the same loss object for both; the plain network ignores the mask, the
+  loss still gets it), Adam, at 256 x 256 batch 16 and 512 x 512 batch 6;
+- peak training memory. CUDA: ``torch.cuda.max_memory_allocated`` of one model set up alone
+  (weights, Adam state, VGG, inputs, activations). CPU: a fresh subprocess per configuration
+  runs two training steps and reports its peak resident set (``ru_maxrss``) minus the resident
+  set of the same process right after ``import torch`` and the model imports, i.e. what the
+  model, loss, optimizer, inputs and the step itself made resident (allocator slack included).
+
+On CPU everything runs with ``torch.set_num_threads(1)`` unless ``--threads`` says otherwise.
+Variants: ``fp32``, ``bf16`` (autocast) and their ``-cl`` (channels_last) forms.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from core.losses import InpaintingLoss  # noqa: E402
+from core.masks import MaskGenerator  # noqa: E402
+from core.model import PConvUNet  # noqa: E402
+
+MODELS = ("pconv", "plain")
+ALL_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl")
+MiB = 1024.0**2
+
+
+# --------------------------------------------------------------------------------- models
+class PlainUNet(nn.Module):
+    """The PConvUNet's layer shapes with ordinary convolutions and no mask path."""
+
+    def __init__(self, reference: PConvUNet, copy_weights: bool = True) -> None:
+        super().__init__()
+        self.config = reference.config
+        self.encoder = nn.ModuleList(_plain_conv(layer) for layer in reference.encoder)
+        self.encoder_bn = nn.ModuleList(_same_norm(bn) for bn in reference.encoder_bn)
+        self.decoder = nn.ModuleList(_plain_conv(layer) for layer in reference.decoder)
+        self.decoder_bn = nn.ModuleList(_same_norm(bn) for bn in reference.decoder_bn)
+        if copy_weights:
+            self._copy_from(reference)
+
+    @property
+    def layers(self) -> int:
+        return self.config.layers
+
+    @torch.no_grad()
+    def _copy_from(self, reference: PConvUNet) -> None:
+        pairs = [*zip(self.encoder, reference.encoder), *zip(self.decoder, reference.decoder)]
+        for conv, pconv in pairs:
+            conv.weight.copy_(pconv.conv.weight)
+            if pconv.bias is not None:
+                conv.bias.copy_(pconv.bias)
+        ours = [*self.encoder_bn, *self.decoder_bn]
+        theirs = [*reference.encoder_bn, *reference.decoder_bn]
+        for bn, ref in zip(ours, theirs):
+            if isinstance(bn, nn.BatchNorm2d):
+                bn.load_state_dict(ref.state_dict())
+
+    def forward(self, image: torch.Tensor, valid_mask: torch.Tensor | None = None) -> torch.Tensor:
+        features = [image]
+        h = image
+        for conv, bn in zip(self.encoder, self.encoder_bn):
+            h = F.relu(bn(conv(h)))
+            features.append(h)
+        out = features[-1]
+        for i, (conv, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
+            skip = features[self.layers - 1 - i]
+            up = F.interpolate(out, scale_factor=2.0, mode="nearest")
+            out = conv(torch.cat([up, skip.to(up.dtype)], dim=1))
+            if i < self.layers - 1:
+                out = F.leaky_relu(bn(out), 0.2)
+        return out
+
+
+def _plain_conv(layer: nn.Module) -> nn.Conv2d:
+    return nn.Conv2d(
+        layer.in_channels, layer.out_channels, layer.kernel_size, layer.stride, layer.padding,
+        bias=layer.bias is not None,
+    )
+
+
+def _same_norm(bn: nn.Module) -> nn.Module:
+    return nn.BatchNorm2d(bn.num_features) if isinstance(bn, nn.BatchNorm2d) else nn.Identity()
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def build_pair(layers: int, width: int, seed: int = 0) -> tuple[PConvUNet, PlainUNet]:
+    """A PConvUNet and its plain twin; shapes and parameter counts are checked equal."""
+    torch.manual_seed(seed)
+    pconv = PConvUNet(layers=layers, width=width)
+    plain = PlainUNet(pconv)
+    assert param_count(pconv) == param_count(plain), (param_count(pconv), param_count(plain))
+    p_shapes = sorted(tuple(p.shape) for p in pconv.parameters())
+    q_shapes = sorted(tuple(p.shape) for p in plain.parameters())
+    assert p_shapes == q_shapes, "parameter shapes differ"
+    return pconv, plain
+
+
+def build_model(kind: str, layers: int, width: int) -> nn.Module:
+    pconv, plain = build_pair(layers, width)
+    return pconv if kind == "pconv" else plain
+
+
+def layers_for(size: int) -> int:
+    """The paper's depth: 8 levels at 512 (2 x 2 bottleneck), one fewer per halving."""
+    return max(4, min(8, int(round(np.log2(size))) - 1))
+
+
+# --------------------------------------------------------------------------------- inputs
+def make_inputs(
+    batch: int, size: int, device: torch.device, channels_last: bool, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Smooth-ish random images and irregular masks with a 10-20 % hole ratio."""
+    g = torch.Generator().manual_seed(seed)
+    low = torch.rand(batch, 3, max(1, size // 16), max(1, size // 16), generator=g)
+    image = F.interpolate(low, size=(size, size), mode="bilinear", align_corners=False)
+    image = (image + 0.05 * torch.randn(image.shape, generator=g)).clamp(0.0, 1.0)
+    gen = MaskGenerator(seed=seed)
+    holes = np.stack([gen.generate(size, size, bucket=(0.1, 0.2)) for _ in range(batch)])
+    valid = torch.from_numpy(~holes).float()[:, None]
+    image, valid = image.to(device), valid.to(device)
+    if channels_last:
+        image = image.contiguous(memory_format=torch.channels_last)
+    return image, valid
+
+
+# ------------------------------------------------------------------------------- variants
+@dataclass(frozen=True)
+class Variant:
+    name: str
+
+    @property
+    def amp_dtype(self) -> torch.dtype | None:
+        return torch.bfloat16 if self.name.startswith("bf16") else None
+
+    @property
+    def channels_last(self) -> bool:
+        return self.name.endswith("-cl")
+
+    def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
+        if self.amp_dtype is None:
+            return nullcontext()
+        return torch.autocast(device.type, dtype=self.amp_dtype)
+
+    def prepare(self, model: nn.Module) -> nn.Module:
+        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+
+
+# ------------------------------------------------------------------------------ timing
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def interleaved_times(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
+) -> dict[str, list[float]]:
+    """Seconds per call of each function; rounds alternate the order (ABBA) so drift in the
+    machine's load hits both sides alike."""
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    synchronize(device)
+    times: dict[str, list[float]] = {name: [] for name in names}
+    for r in range(repeats):
+        for name in names if r % 2 == 0 else names[::-1]:
+            synchronize(device)
+            start = time.perf_counter()
+            fns[name]()
+            synchronize(device)
+            times[name].append(time.perf_counter() - start)
+    return times
+
+
+def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
+    med = {k: statistics.median(v) for k, v in times.items()}
+    paired = [a / b for a, b in zip(times["pconv"], times["plain"])]
+    return {
+        "median_s": med,
+        "min_s": {k: min(v) for k, v in times.items()},
+        "ratio": med["pconv"] / med["plain"],
+        "ratio_paired_median": statistics.median(paired),
+        "ratio_min": min(times["pconv"]) / min(times["plain"]),
+        "runs": len(paired),
+        "times_s": times,
+    }
+
+
+# ---------------------------------------------------------------------------- inference
+def bench_inference(
+    size: int, width: int, variant: Variant, device: torch.device, warmup: int, repeats: int
+) -> dict[str, Any]:
+    layers = layers_for(size)
+    pconv, plain = build_pair(layers, width)
+    models = {"pconv": pconv, "plain": plain}
+    image, valid = make_inputs(1, size, device, variant.channels_last)
+    fns: dict[str, Callable[[], Any]] = {}
+    for name, model in models.items():
+        model = variant.prepare(model.to(device).eval())
+
+        def run(model: nn.Module = model) -> None:
+            with torch.inference_mode(), variant.autocast(device):
+                model(image, valid)
+
+        fns[name] = run
+    result = summarise(interleaved_times(fns, device, warmup, repeats))
+    result.update(kind="inference", size=size, batch=1, layers=layers, width=width,
+                  variant=variant.name, params=param_count(pconv))
+    del models, fns
+    _release(device)
+    return result
+
+
+# ----------------------------------------------------------------------------- training
+def make_loss(device: torch.device) -> InpaintingLoss:
+    from core.backbones import VGG16Features
+
+    return InpaintingLoss(VGG16Features(weights=None)).to(device)
+
+
+def make_train_step(
+    model: nn.Module,
+    loss_fn: InpaintingLoss,
+    image: torch.Tensor,
+    valid: torch.Tensor,
+    variant: Variant,
+    device: torch.device,
+) -> Callable[[], None]:
+    """One optimisation step exactly like core.train.Trainer.train_step (Adam, paper loss)."""
+    model.train()
+    optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+
+    def step() -> None:
+        with variant.autocast(device):
+            output = model(image, valid)
+            terms = loss_fn(output, image, valid)
+        optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        optimizer.step()
+
+    return step
+
+
+def bench_training(
+    size: int, batch: int, width: int, variant: Variant, device: torch.device,
+    warmup: int, repeats: int, loss_fn: InpaintingLoss,
+) -> dict[str, Any]:
+    layers = layers_for(size)
+    pconv, plain = build_pair(layers, width)
+    image, valid = make_inputs(batch, size, device, variant.channels_last)
+    fns = {
+        name: make_train_step(variant.prepare(model.to(device)), loss_fn, image, valid, variant,
+                              device)
+        for name, model in (("pconv", pconv), ("plain", plain))
+    }
+    result = summarise(interleaved_times(fns, device, warmup, repeats))
+    result["images_per_s"] = {k: batch / v for k, v in result["median_s"].items()}
+    result["throughput_ratio"] = 1.0 / result["ratio"]
+    result.update(kind="training", size=size, batch=batch, layers=layers, width=width,
+                  variant=variant.name, loss="InpaintingLoss + VGG16Features(weights=None)")
+    del fns, pconv, plain
+    _release(device)
+    return result
+
+
+def train_memory(
+    kind: str, size: int, batch: int, width: int, variant: Variant, device: torch.device,
+    steps: int = 2,
+) -> dict[str, Any]:
+    """Peak memory of ``steps`` training steps of one model set up alone (see module doc)."""
+    _release(device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+        base = torch.cuda.memory_allocated(device)
+    loss_fn = make_loss(device)
+    model = variant.prepare(build_model(kind, layers_for(size), width).to(device))
+    image, valid = make_inputs(batch, size, device, variant.channels_last)
+    step = make_train_step(model, loss_fn, image, valid, variant, device)
+    setup_rss = _current_rss()
+    for _ in range(steps):
+        step()
+    synchronize(device)
+    out: dict[str, Any] = {"model": kind, "steps": steps}
+    if device.type == "cuda":
+        out["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
+        out["measure"] = "torch.cuda.max_memory_allocated (model alone, 2 steps)"
+    else:
+        out["setup_rss_bytes"] = setup_rss
+    del step, model, loss_fn, image, valid
+    _release(device)
+    return out
+
+
+def _memory_in_subprocess(
+    kind: str, size: int, batch: int, width: int, variant: Variant, threads: int
+) -> dict[str, Any]:
+    spec = {"kind": kind, "size": size, "batch": batch, "width": width,
+            "variant": variant.name, "threads": threads}
+    proc = subprocess.run(
+        [sys.executable, str(Path(__file__).resolve()), "--memory-child", json.dumps(spec)],
+        capture_output=True, text=True, check=False, cwd=str(ROOT),
+    )
+    if proc.returncode != 0:
+        raise RuntimeError(f"memory child failed ({kind} {size}): {proc.stderr[-2000:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def _memory_child(spec_json: str) -> None:
+    spec = json.loads(spec_json)
+    torch.set_num_threads(int(spec["threads"]))
+    import torchvision.models  # noqa: F401  (imports count as baseline, not as model memory)
+
+    import core.backbones  # noqa: F401
+
+    gc.collect()
+    reset = _reset_peak_rss()
+    base = _current_rss() if reset else _maxrss()
+    result = train_memory(spec["kind"], spec["size"], spec["batch"], spec["width"],
+                          Variant(spec["variant"]), torch.device("cpu"))
+    result["baseline_rss_bytes"] = base
+    result["peak_rss_bytes"] = _peak_rss() if reset else _maxrss()
+    result["peak_bytes"] = result["peak_rss_bytes"] - base
+    result["measure"] = (
+        "VmHWM after resetting it (/proc/self/clear_refs) minus VmRSS at the reset"
+        if reset else "ru_maxrss minus ru_maxrss after imports"
+    )
+    print(json.dumps(result))
+
+
+def bench_memory(
+    size: int, batch: int, width: int, variant: Variant, device: torch.device, threads: int
+) -> dict[str, Any]:
+    per_model = {}
+    for kind in MODELS:
+        if device.type == "cuda":
+            per_model[kind] = train_memory(kind, size, batch, width, variant, device)
+        else:
+            per_model[kind] = _memory_in_subprocess(kind, size, batch, width, variant, threads)
+    peak = {k: v["peak_bytes"] for k, v in per_model.items()}
+    return {
+        "kind": "memory", "size": size, "batch": batch, "width": width,
+        "variant": variant.name, "peak_mib": {k: v / MiB for k, v in peak.items()},
+        "ratio": peak["pconv"] / max(1, peak["plain"]), "details": per_model,
+    }
+
+
+def _maxrss() -> int:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # Linux: KiB
+
+
+def _reset_peak_rss() -> bool:
+    """Reset the kernel's peak-RSS counter (VmHWM) of this process; False if not allowed."""
+    try:
+        with open("/proc/self/clear_refs", "w", encoding="ascii") as fh:
+            fh.write("5")
+        return True
+    except OSError:
+        return False
+
+
+def _peak_rss() -> int:
+    with open("/proc/self/status", encoding="ascii") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    return _maxrss()
+
+
+def _current_rss() -> int:
+    try:
+        with open("/proc/self/statm", encoding="ascii") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+    except OSError:
+        return 0
+
+
+def _release(device: torch.device) -> None:
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+# ------------------------------------------------------------------------------ profile
+def profile_inference(size: int, width: int, device: torch.device, variant: Variant) -> None:
+    """Top operators of one inference per model, and the operator counts (kernel launches)."""
+    from torch.profiler import ProfilerActivity, profile
+
+    pconv, plain = build_pair(layers_for(size), width)
+    image, valid = make_inputs(1, size, device, variant.channels_last)
+    activities = [ProfilerActivity.CPU]
+    if device.type == "cuda":
+        activities.append(ProfilerActivity.CUDA)
+    for name, model in (("pconv", pconv), ("plain", plain)):
+        model = variant.prepare(model.to(device).eval())
+        with torch.inference_mode(), variant.autocast(device):
+            model(image, valid)
+            synchronize(device)
+            with profile(activities=activities) as prof:
+                model(image, valid)
+                synchronize(device)
+        events = prof.key_averages()
+        sort = "self_cuda_time_total" if device.type == "cuda" else "self_cpu_time_total"
+        print(f"\n== {name}: {size} x {size}, {variant.name}, {device} ==")
+        print(events.table(sort_by=sort, row_limit=18))
+
+
+# --------------------------------------------------------------------------------- main
+@dataclass
+class Settings:
+    device: torch.device
+    variants: list[Variant]
+    infer_sizes: list[int]
+    train_configs: list[tuple[int, int]]  # (size, batch)
+    width: int
+    infer_warmup: int
+    infer_repeats: int
+    train_warmup: int
+    train_repeats: int
+    threads: int
+    memory: bool
+    notes: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Settings]:
+    p = argparse.ArgumentParser(description="PConvUNet vs plain-conv U-Net (issue #6)")
+    p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--sizes", help="inference sizes, comma-separated (default 256,512)")
+    p.add_argument("--train-sizes",
+                   help="training SIZExBATCH list, e.g. 256x16,512x6 (default); 'none' skips")
+    p.add_argument("--variants",
+                   help=f"comma-separated of {', '.join(ALL_VARIANTS)}; default: all on CUDA, "
+                   "fp32 on CPU")
+    p.add_argument("--width", type=int, help="first-layer channels (default 64, quick 16)")
+    p.add_argument("--repeats", type=int, help="timed inference runs per model")
+    p.add_argument("--train-repeats", type=int, help="timed training steps per model")
+    p.add_argument("--warmup", type=int, help="untimed runs per model before timing")
+    p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default 1)")
+    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
+    p.add_argument("--profile", action="store_true",
+                   help="print torch.profiler operator tables for inference and exit")
+    p.add_argument("--json", help="write every result here")
+    p.add_argument("--memory-child", help=argparse.SUPPRESS)
+    args = p.parse_args(argv)
+
+    if args.device == "auto":
+        args.device = "cuda" if torch.cuda.is_available() else "cpu"
+    if args.device == "cuda" and not torch.cuda.is_available():
+        p.error("--device cuda: no CUDA device is available")
+    device = torch.device(args.device)
+    cuda = device.type == "cuda"
+    quick = args.quick
+    default_variants = ["fp32"] if not cuda else list(ALL_VARIANTS)
+    if quick and not cuda:
+        default_variants = ["fp32"]
+    variants = [Variant(v) for v in (args.variants.split(",") if args.variants
+                                     else default_variants)]
+    for v in variants:
+        if v.name not in ALL_VARIANTS:
+            p.error(f"unknown variant {v.name}")
+    sizes = [int(s) for s in args.sizes.split(",")] if args.sizes else (
+        [64, 128] if quick else [256, 512])
+    if args.train_sizes == "none":
+        train = []
+    elif args.train_sizes:
+        train = [tuple(int(x) for x in t.lower().split("x")) for t in args.train_sizes.split(",")]
+    else:
+        train = [(64, 2)] if quick else [(256, 16), (512, 6)]
+    settings = Settings(
+        device=device,
+        variants=variants,
+        infer_sizes=sizes,
+        train_configs=[(int(s), int(b)) for s, b in train],
+        width=args.width or (16 if quick else 64),
+        infer_warmup=args.warmup if args.warmup is not None else (1 if quick or not cuda else 10),
+        infer_repeats=args.repeats or (2 if quick else (7 if not cuda else 50)),
+        train_warmup=args.warmup if args.warmup is not None else (1 if quick or not cuda else 3),
+        train_repeats=args.train_repeats or (1 if quick else (3 if not cuda else 10)),
+        threads=args.threads,
+        memory=not args.no_memory,
+    )
+    return args, settings
+
+
+def machine_info(device: torch.device, threads: int) -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "platform": platform.platform(),
+        "cpu": _cpu_model(),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": threads if device.type == "cpu" else torch.get_num_threads(),
+        "load_average": os.getloadavg() if hasattr(os, "getloadavg") else None,
+    }
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cudnn"] = torch.backends.cudnn.version()
+    return info
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def _row(result: dict[str, Any]) -> str:
+    med = result["median_s"]
+    extra = ""
+    if result["kind"] == "training":
+        ips = result["images_per_s"]
+        extra = (f"  {ips['pconv']:8.2f} vs {ips['plain']:8.2f} img/s"
+                 f"  throughput x{result['throughput_ratio']:.3f}")
+    return (f"{result['kind']:9s} {result['variant']:8s} {result['size']:4d} b{result['batch']:<3d}"
+            f" pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
+            f"  ratio {result['ratio']:.3f} (paired {result['ratio_paired_median']:.3f},"
+            f" min {result['ratio_min']:.3f}){extra}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args, s = parse_args(argv)
+    if args.memory_child:
+        _memory_child(args.memory_child)
+        return 0
+    device = s.device
+    if device.type == "cpu":
+        torch.set_num_threads(s.threads)
+    else:
+        torch.backends.cudnn.benchmark = True
+        # fp32 means true fp32 here (no TF32), like the issue's reference numbers.
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    if args.profile:
+        for size in s.infer_sizes:
+            profile_inference(size, s.width, device, s.variants[0])
+        return 0
+    report: dict[str, Any] = {
+        "machine": machine_info(device, s.threads),
+        "settings": {
+            "device": str(device), "variants": [v.name for v in s.variants],
+            "infer_sizes": s.infer_sizes, "train_configs": s.train_configs, "width": s.width,
+            "infer_warmup": s.infer_warmup, "infer_repeats": s.infer_repeats,
+            "train_warmup": s.train_warmup, "train_repeats": s.train_repeats,
+            "threads": s.threads, "quick": args.quick, "argv": sys.argv[1:],
+        },
+        "inference": [], "training": [], "memory": [],
+    }
+    started = time.perf_counter()
+    print(f"device {device} ({report['machine'].get('gpu') or report['machine']['cpu']}), "
+          f"torch {torch.__version__}, threads {s.threads}", flush=True)
+
+    def save() -> None:
+        report["elapsed_s"] = time.perf_counter() - started
+        if args.json:
+            path = Path(args.json)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(json.dumps(report, indent=1, default=str))
+
+    for variant in s.variants:
+        for size in s.infer_sizes:
+            r = bench_inference(size, s.width, variant, device, s.infer_warmup, s.infer_repeats)
+            report["inference"].append(r)
+            print(_row(r), flush=True)
+            save()
+    if s.train_configs:
+        loss_fn = make_loss(device)
+        for variant in s.variants:
+            for size, batch in s.train_configs:
+                r = bench_training(size, batch, s.width, variant, device, s.train_warmup,
+                                   s.train_repeats, loss_fn)
+                report["training"].append(r)
+                print(_row(r), flush=True)
+                save()
+        del loss_fn
+        _release(device)
+        if s.memory:
+            for variant in s.variants:
+                for size, batch in s.train_configs:
+                    r = bench_memory(size, batch, s.width, variant, device, s.threads)
+                    report["memory"].append(r)
+                    pk = r["peak_mib"]
+                    print(f"memory    {variant.name:8s} {size:4d} b{batch:<3d} pconv "
+                          f"{pk['pconv']:10.1f} MiB  plain {pk['plain']:10.1f} MiB  "
+                          f"ratio {r['ratio']:.3f}", flush=True)
+                    save()
+    save()
+    print(f"done in {time.perf_counter() - started:.1f} s"
+          + (f"; results in {args.json}" if args.json else ""), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

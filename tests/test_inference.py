@@ -1,0 +1,209 @@
+"""Inpainter on odd sizes, large photos, checkpoints; the batch CLI's exit codes."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from core.inference import Inpainter, hole_clusters
+from core.model import PConvUNet
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def inpainter(tiny_model_file):
+    return Inpainter.from_checkpoint(tiny_model_file, device="cpu")
+
+
+@pytest.mark.parametrize("shape", [(333, 517), (1, 40), (40, 1), (8, 8), (70, 3)])
+def test_odd_sizes_keep_size_and_exact_composite(inpainter, rng, shape):
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    hole = np.zeros(shape, bool)
+    hole[shape[0] // 2, shape[1] // 2] = True
+    if shape[0] > 10 and shape[1] > 10:
+        hole[10:30, 20:50] = True
+    result = inpainter.inpaint(image, hole)
+    assert result.raw.shape == image.shape and result.composite.shape == image.shape
+    assert result.raw.dtype == np.uint8 and result.composite.dtype == np.uint8
+    assert np.array_equal(result.composite[~hole], image[~hole])
+    assert np.array_equal(result.composite[hole], result.raw[hole])
+
+
+def test_large_photo_is_not_shrunk_as_a_whole(inpainter, rng):
+    """A small hole in a big photo is filled at native resolution from a local crop."""
+    calls = []
+    original = inpainter._run
+
+    def spy(rgb, hole, notices):
+        calls.append(rgb.shape)
+        return original(rgb, hole, notices)
+
+    inpainter._run = spy
+    image = rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
+    hole = np.zeros((1500, 2000), bool)
+    hole[700:720, 900:930] = True
+    result = inpainter.inpaint(image, hole)
+    assert calls == [(64, 64, 3)]  # one crop of the working size, no resize
+    assert np.array_equal(result.composite[~hole], image[~hole])
+    # two far-apart holes are two crops, each native resolution
+    calls.clear()
+    hole[100:110, 100:110] = True
+    inpainter.inpaint(image, hole)
+    assert sorted(calls) == [(64, 64, 3), (64, 64, 3)]
+
+
+def test_big_hole_crop_is_downscaled_to_work_size(inpainter, rng):
+    calls = []
+    original = inpainter._run
+    inpainter._run = lambda rgb, hole, n: calls.append(rgb.shape) or original(rgb, hole, n)
+    image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
+    hole = np.zeros((300, 400), bool)
+    hole[50:250, 50:350] = True
+    result = inpainter.inpaint(image, hole)
+    assert max(calls[0][:2]) == 64
+    assert np.array_equal(result.composite[~hole], image[~hole])
+
+
+def test_hole_clusters_group_nearby_holes():
+    hole = np.zeros((200, 300), bool)
+    hole[10:12, 10:12] = True
+    hole[14:16, 20:22] = True  # close: same cluster
+    hole[150:160, 250:260] = True
+    boxes = sorted(hole_clusters(hole, context=32))
+    assert boxes == [(10, 10, 16, 22), (150, 250, 160, 260)]
+
+
+def test_empty_full_and_mismatched_masks(inpainter, rng):
+    image = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    result = inpainter.inpaint(image, np.zeros((32, 32), bool))
+    assert np.array_equal(result.composite, image) and result.notices
+    with pytest.raises(ValueError, match="whole image"):
+        inpainter.inpaint(image, np.ones((32, 32), bool))
+    with pytest.raises(ValueError, match="does not match"):
+        inpainter.inpaint(image, np.zeros((16, 32), bool))
+    with pytest.raises(ValueError, match="uint8"):
+        inpainter.inpaint(image.astype(np.float32), np.zeros((32, 32), bool))
+    soft = np.zeros((32, 32), np.float32)
+    soft[5:9, 5:9] = 0.7  # non-binary mask is binarised
+    result = inpainter.inpaint(image, soft)
+    assert np.array_equal(result.composite[soft <= 0.5], image[soft <= 0.5])
+
+
+def test_cancel_between_steps(inpainter, rng):
+    from core.inference import InpaintCancelled
+
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    hole = np.zeros((64, 64), bool)
+    hole[5:9, 5:9] = True
+    with pytest.raises(InpaintCancelled):
+        inpainter.inpaint(image, hole, should_abort=lambda: True)
+
+
+def test_checkpoint_roundtrip_and_refusals(tmp_path):
+    torch.manual_seed(0)
+    model = PConvUNet(layers=4, width=8)
+    save_checkpoint(tmp_path / "ck.pt", {"model": model.state_dict(),
+                                         "model_config": model.config.to_dict(), "step": 3})
+    loaded = Inpainter.from_checkpoint(tmp_path / "ck.pt", device="cpu")
+    for a, b in zip(loaded.model.state_dict().values(), model.state_dict().values()):
+        assert torch.equal(a, b)
+    # mismatched: the weights of another width
+    other = PConvUNet(layers=4, width=4)
+    save_checkpoint(tmp_path / "bad.pt", {"model": other.state_dict(),
+                                          "model_config": model.config.to_dict()})
+    with pytest.raises(CheckpointError, match="bad.pt.*do not match"):
+        Inpainter.from_checkpoint(tmp_path / "bad.pt", device="cpu")
+    # truncated and garbage files
+    data = (tmp_path / "ck.pt").read_bytes()
+    (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
+    with pytest.raises(CheckpointError, match="trunc.pt"):
+        load_checkpoint(tmp_path / "trunc.pt")
+    (tmp_path / "junk.safetensors").write_bytes(b"\x00" * 100)
+    with pytest.raises(CheckpointError, match="junk.safetensors"):
+        load_checkpoint(tmp_path / "junk.safetensors")
+
+
+class _Payload:
+    def __reduce__(self):
+        return (Path.touch, (Path(_Payload.target),))
+
+
+def test_pickled_code_is_never_run(tmp_path):
+    marker = tmp_path / "pwned"
+    _Payload.target = str(marker)
+    torch.save({"model": {}, "model_config": {}, "evil": _Payload()}, tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError, match="evil.pt"):
+        Inpainter.from_checkpoint(tmp_path / "evil.pt", device="cpu")
+    assert not marker.exists()
+
+
+def _cli(*args, cwd=None):
+    return subprocess.run([sys.executable, "-m", "core.inpaint", *map(str, args)],
+                          capture_output=True, text=True, timeout=120, cwd=cwd or ROOT)
+
+
+def test_cli_single_and_folder(tmp_path, tiny_model_file, rng):
+    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:20, 10:30] = 255
+    Image.fromarray(img).save(tmp_path / "a.png")
+    Image.fromarray(mask).save(tmp_path / "a_mask.png")
+    r = _cli(tmp_path / "a.png", tmp_path / "a_mask.png", "-o", tmp_path / "out.png",
+             "--raw-out", tmp_path / "raw.png", "--checkpoint", tiny_model_file, "--device", "cpu")
+    assert r.returncode == 0, r.stderr
+    out = np.asarray(Image.open(tmp_path / "out.png"))
+    assert out.shape == img.shape and np.array_equal(out[mask == 0], img[mask == 0])
+    assert (tmp_path / "raw.png").exists()
+    # existing output is not overwritten without --overwrite
+    before = (tmp_path / "out.png").read_bytes()
+    r = _cli(tmp_path / "a.png", tmp_path / "a_mask.png", "-o", tmp_path / "out.png",
+             "--checkpoint", tiny_model_file)
+    assert r.returncode == 2 and "already exists" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1
+    assert (tmp_path / "out.png").read_bytes() == before
+    # folders
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name in ("x", "y"):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{name}.jpg")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+    r = _cli(tmp_path / "imgs", tmp_path / "masks", "-o", tmp_path / "outdir",
+             "--checkpoint", tiny_model_file)
+    assert r.returncode == 0, r.stderr
+    assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["x.jpg", "y.jpg"]
+
+
+@pytest.mark.parametrize("problem", ["missing", "not_image", "size", "empty", "input"])
+def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, problem):
+    img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
+    Image.fromarray(img).save(tmp_path / "a.png")
+    mask = np.zeros((40, 40), np.uint8)
+    mask[5:10, 5:10] = 255
+    Image.fromarray(mask).save(tmp_path / "m.png")
+    image_arg, mask_arg, out = tmp_path / "a.png", tmp_path / "m.png", tmp_path / "o.png"
+    if problem == "missing":
+        image_arg = tmp_path / "nope.png"
+    elif problem == "not_image":
+        (tmp_path / "t.png").write_text("hello")
+        image_arg = tmp_path / "t.png"
+    elif problem == "size":
+        Image.fromarray(mask[:20]).save(tmp_path / "m.png")
+    elif problem == "empty":
+        Image.fromarray(mask * 0).save(tmp_path / "m.png")
+    elif problem == "input":
+        out = image_arg
+    before = image_arg.read_bytes() if image_arg.exists() else None
+    r = _cli(image_arg, mask_arg, "-o", out, "--checkpoint", tiny_model_file, "--overwrite")
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    if before is not None:
+        assert image_arg.read_bytes() == before

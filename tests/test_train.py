@@ -1,0 +1,352 @@
+"""The trainer end to end (``python -m core.train`` in subprocesses) on tiny synthetic photos.
+
+Every run is CPU-only, 32x32 crops of a 4-level, width-8 U-Net, so the cost is mostly the
+interpreter start. Runs that do not depend on each other are started together (Popen) and
+collected afterwards, which roughly halves the wall time on a 2-core machine.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from core.checkpoint import load_checkpoint, model_from_checkpoint
+from core.inference import Inpainter
+
+ROOT = Path(__file__).resolve().parent.parent
+TIMEOUT = 120  # seconds for any one trainer subprocess (they take ~5-10 s)
+TINY = [
+    "--image-size", "32", "--layers", "4", "--width", "8", "--batch-size", "2",
+    "--workers", "0", "--device", "cpu",
+]
+
+
+# -- helpers --------------------------------------------------------------------------------
+def _photo(rng: np.random.Generator, h: int = 80, w: int = 96) -> np.ndarray:
+    """A smooth random gradient plus noise, (h, w, 3) uint8."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    a, b, c = rng.uniform(-1.5, 1.5, size=(3, 3))
+    base = np.stack([a[i] * x + b[i] * y + c[i] * 60 + 128 for i in range(3)], -1)
+    base += rng.normal(0, 10, base.shape)
+    return base.clip(0, 255).astype(np.uint8)
+
+
+def _make_photos(folder: Path, n: int, seed: int) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    for i in range(n):
+        fmt = "png" if i % 2 else "jpg"
+        Image.fromarray(_photo(rng)).save(folder / f"photo_{i}.{fmt}")
+    return folder
+
+
+def _env(torch_home: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    # One thread per process: on 2 busy cores, torch's default thread pool makes each tiny
+    # step take seconds instead of milliseconds.
+    env.update(OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", TORCH_HOME=str(torch_home),
+               PYTHONUNBUFFERED="1")
+    env.pop("WORLD_SIZE", None)
+    return env
+
+
+class Run:
+    """A trainer subprocess with stdout/stderr in files (no pipe can fill up and block it)."""
+
+    def __init__(self, args: list[str], out: Path, torch_home: Path,
+                 launcher: list[str] | None = None) -> None:
+        self.out = out
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.stdout_path = out.parent / f"{out.name}.stdout"
+        self.stderr_path = out.parent / f"{out.name}.stderr"
+        cmd = [*(launcher or [sys.executable]), "-m", "core.train", "--out", str(out), *args]
+        with open(self.stdout_path, "wb") as so, open(self.stderr_path, "wb") as se:
+            self.proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(torch_home), stdout=so,
+                                         stderr=se)
+        self.code: int | None = None
+
+    def wait(self, timeout: float = TIMEOUT) -> Run:
+        try:
+            self.code = self.proc.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            pytest.fail(f"trainer did not finish within {timeout} s\n{self.report()}")
+        return self
+
+    @property
+    def stdout(self) -> str:
+        return self.stdout_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.stderr_path.read_text(errors="replace")
+
+    def report(self) -> str:
+        return f"exit {self.code}\n--- stdout\n{self.stdout}\n--- stderr\n{self.stderr}"
+
+    def expect(self, code: int) -> Run:
+        assert self.code == code, self.report()
+        return self
+
+
+def _wait_for(predicate, timeout: float, what: str, proc: Run) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if proc.proc.poll() is not None:
+            pytest.fail(f"trainer exited before {what}\n{proc.report()}")
+        if time.monotonic() > deadline:
+            proc.proc.kill()
+            proc.proc.wait()
+            pytest.fail(f"timed out waiting for {what}\n{proc.report()}")
+        time.sleep(0.05)
+
+
+def _logged_step(log: Path) -> bool:
+    return log.is_file() and any(
+        line.startswith("step ") for line in log.read_text(errors="replace").splitlines()
+    )
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _all_finite(state: dict[str, torch.Tensor]) -> bool:
+    return all(torch.isfinite(v).all() for v in state.values() if v.is_floating_point())
+
+
+def _inpaint_check(inpainter: Inpainter) -> None:
+    image = _photo(np.random.default_rng(7), 40, 56)
+    hole = np.zeros(image.shape[:2], dtype=bool)
+    hole[10:25, 20:40] = True
+    result = inpainter.inpaint(image, hole)
+    assert result.composite.shape == image.shape and result.composite.dtype == np.uint8
+    assert np.array_equal(result.composite[~hole], image[~hole])
+
+
+# -- fixtures -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def env_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    base = tmp_path_factory.mktemp("train")
+    data = _make_photos(base / "data", 6, seed=0)
+    val = _make_photos(base / "val", 2, seed=1)
+    torch_home = base / "torch_home"  # empty: no cached backbone weights, nothing downloads
+    torch_home.mkdir()
+    return {"base": base, "data": data, "val": val, "torch_home": torch_home}
+
+
+@pytest.fixture(scope="module")
+def base_run(env_dirs: dict[str, Path]) -> Run:
+    """3 steps with validation every 2 steps and an fp16 export; shared by several tests.
+
+    Independent runs that need nothing from this one are started alongside it.
+    """
+    d = env_dirs
+    out = d["base"] / "base"
+    run = Run([*TINY, "--data", str(d["data"]), "--val-data", str(d["val"]),
+               "--perceptual", "none", "--max-steps", "3", "--val-every", "2",
+               "--log-every", "1", "--work-size", "64",
+               "--export", str(d["base"] / "export.safetensors")], out, d["torch_home"])
+    return run.wait()
+
+
+# -- tests ----------------------------------------------------------------------------------
+def test_train_writes_checkpoint_that_inference_loads(base_run: Run, env_dirs) -> None:
+    base_run.expect(0)
+    latest = base_run.out / "latest.pt"
+    payload = load_checkpoint(latest)
+    assert payload["step"] == 3
+    assert payload["model_config"]["layers"] == 4 and payload["model_config"]["width"] == 8
+    assert "effective batch 2" in base_run.stdout
+    log = (base_run.out / "log.txt").read_text()
+    assert [ln.split()[1] for ln in log.splitlines() if ln.startswith("step ")] == ["1", "2", "3"]
+
+    inpainter = Inpainter.from_checkpoint(latest, device="cpu")
+    assert inpainter.work_size == 64
+    _inpaint_check(inpainter)
+
+    export = env_dirs["base"] / "export.safetensors"
+    assert export.is_file()
+    assert "exported" in base_run.stdout
+    exported = Inpainter.from_checkpoint(export, device="cpu")
+    assert exported.work_size == 64
+    assert next(exported.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
+    _inpaint_check(exported)
+
+
+def test_validation_outputs(base_run: Run) -> None:
+    base_run.expect(0)
+    out = base_run.out
+    grid_path = out / "samples" / "step_0000002.png"
+    assert grid_path.is_file()
+    with Image.open(grid_path) as grid:
+        # 5 tiles wide (input, mask, raw, composite, truth); 2 photos x 2 masks = 4 rows.
+        assert grid.size == (5 * 32, 4 * 32)
+    assert (out / "best.pt").is_file()
+    best = load_checkpoint(out / "best.pt")
+    assert best["step"] in (2, 3) and math.isfinite(best["best_psnr"])
+    assert (out / "tensorboard").is_dir() and any((out / "tensorboard").iterdir())
+    log = (out / "log.txt").read_text()
+    assert any(ln.startswith("val step 2 psnr=") for ln in log.splitlines()), log
+
+
+def test_resume_continues_step_and_optimizer(base_run: Run, env_dirs, tmp_path: Path) -> None:
+    base_run.expect(0)
+    out = tmp_path / "resumed"
+    shutil.copytree(base_run.out, out)
+    before = load_checkpoint(out / "latest.pt")
+    run = Run([*TINY, "--data", str(env_dirs["data"]), "--perceptual", "none",
+               "--resume", str(out / "latest.pt"), "--max-steps", "5", "--log-every", "1"],
+              out, env_dirs["torch_home"]).wait().expect(0)
+    payload = load_checkpoint(out / "latest.pt")
+    assert payload["step"] == 5
+    state = payload["optimizer"]["state"]
+    assert state and len(state) == len(before["optimizer"]["state"])
+    # Adam's per-parameter step counts carried on from 3: a fresh optimizer would say 2.
+    assert {float(s["step"]) for s in state.values()} == {5.0}
+    assert not torch.equal(payload["model"]["encoder.0.conv.weight"],
+                           before["model"]["encoder.0.conv.weight"])
+    steps = [ln.split()[1] for ln in (out / "log.txt").read_text().splitlines()
+             if ln.startswith("step ")]
+    assert steps == ["1", "2", "3", "4", "5"], run.report()
+
+
+def test_signals_save_a_loadable_checkpoint(env_dirs) -> None:
+    d = env_dirs
+    runs = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        runs[sig] = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none",
+                         "--max-steps", "1000000", "--log-every", "1", "--save-every", "0",
+                         "--val-every", "0"],
+                        d["base"] / f"signal_{sig.name}", d["torch_home"])
+    for sig, run in runs.items():
+        _wait_for(lambda run=run: _logged_step(run.out / "log.txt"), TIMEOUT,
+                  "a logged step", run)
+        run.proc.send_signal(sig)
+    for sig, run in runs.items():
+        run.wait(timeout=60).expect(128 + int(sig))
+        assert f"interrupted by signal {int(sig)}" in run.stdout, run.report()
+        model, payload = model_from_checkpoint(run.out / "latest.pt")
+        assert payload["step"] >= 1
+        assert "optimizer" in payload
+
+
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(env_dirs) -> None:
+    d = env_dirs
+    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "10",
+               "--save-every", "2", "--fail-at-step", "4", "--log-every", "1"],
+              d["base"] / "nan", d["torch_home"]).wait().expect(1)
+    err = run.stderr
+    assert "'hole'" in err, run.report()
+    assert "last good checkpoint (step 2)" in err.lower(), run.report()
+    assert "Traceback" not in err
+    payload = load_checkpoint(run.out / "latest.pt")
+    assert payload["step"] == 2
+    assert _all_finite(payload["model"])
+    model_from_checkpoint(run.out / "latest.pt")  # also refuses non-finite weights
+
+
+def test_vgg_without_weights_stops_at_once(env_dirs) -> None:
+    d = env_dirs
+    assert not any(d["torch_home"].rglob("*.pth"))
+    start = time.monotonic()
+    run = Run([*TINY, "--data", str(d["data"]), "--max-steps", "3"],  # --perceptual vgg16
+              d["base"] / "vgg", d["torch_home"]).wait(timeout=60)
+    elapsed = time.monotonic() - start
+    run.expect(2)
+    err = run.stderr
+    assert "--vgg-weights" in err and "vgg16-397923af.pth" in err, run.report()
+    assert "Traceback" not in err
+    assert not (run.out / "latest.pt").exists()
+    assert not any(d["torch_home"].rglob("*.pth"))  # no partial download left behind
+    assert elapsed < 40, f"took {elapsed:.1f} s"
+
+
+def test_effnet_lite0_perceptual_runs(env_dirs) -> None:
+    d = env_dirs
+    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "effnet-lite0",
+               "--max-steps", "2", "--log-every", "1"],
+              d["base"] / "effnet", d["torch_home"]).wait().expect(0)
+    assert "perceptual effnet-lite0" in run.stdout
+    assert load_checkpoint(run.out / "latest.pt")["step"] == 2
+    lines = [ln for ln in (run.out / "log.txt").read_text().splitlines()
+             if ln.startswith("step ")]
+    assert len(lines) == 2
+    values = dict(kv.split("=") for kv in lines[0].split()[2:])
+    assert float(values["perceptual"]) > 0 and float(values["style_out"]) > 0
+
+
+def test_finetune_freezes_encoder_bn(base_run: Run, env_dirs) -> None:
+    base_run.expect(0)
+    d = env_dirs
+    init = base_run.out / "latest.pt"
+    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "2",
+               "--init", str(init), "--finetune"],
+              d["base"] / "finetune", d["torch_home"]).wait().expect(0)
+    assert "fine-tune" in run.stdout and "lr 5e-05" in run.stdout
+    before = load_checkpoint(init)["model"]
+    after = load_checkpoint(run.out / "latest.pt")
+    assert after["step"] == 2  # --init starts a new run
+    enc = [k for k in before if k.startswith("encoder_bn.")]
+    dec = [k for k in before if k.startswith("decoder_bn.")]
+    assert any(k.endswith("running_mean") for k in enc) and any(k.endswith("weight") for k in enc)
+    for key in enc:
+        assert torch.equal(after["model"][key], before[key]), key
+    for suffix in ("running_mean", "running_var", "weight", "bias"):
+        changed = [k for k in dec if k.endswith(suffix)
+                   and not torch.equal(after["model"][k], before[k])]
+        assert changed, f"no decoder BN {suffix} changed"
+    assert not torch.equal(after["model"]["encoder.1.conv.weight"],
+                           before["encoder.1.conv.weight"])
+
+
+def test_broken_image_is_skipped(env_dirs, tmp_path: Path) -> None:
+    d = env_dirs
+    data = tmp_path / "data"
+    data.mkdir()
+    shutil.copy(d["data"] / "photo_1.png", data / "good.png")
+    (data / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg " * 20)
+    # Two photos, 6 draws: the broken one is drawn (deterministically with the fixed seed).
+    run = Run([*TINY, "--data", str(data), "--perceptual", "none", "--max-steps", "3"],
+              tmp_path / "out", d["torch_home"]).wait().expect(0)
+    assert "skipping unreadable image" in run.stderr and "broken.jpg" in run.stderr, run.report()
+    assert load_checkpoint(run.out / "latest.pt")["step"] == 3
+
+
+def test_missing_data_folder_is_one_line(env_dirs, tmp_path: Path) -> None:
+    run = Run([*TINY, "--data", str(tmp_path / "nope"), "--perceptual", "none"],
+              tmp_path / "out", env_dirs["torch_home"]).wait(timeout=60).expect(2)
+    lines = run.stderr.strip().splitlines()
+    assert len(lines) == 1 and "nope" in lines[0] and "not found" in lines[0], run.report()
+    assert not (tmp_path / "out").exists()
+
+
+def test_ddp_two_cpu_processes(env_dirs, tmp_path: Path) -> None:
+    d = env_dirs
+    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+    out = tmp_path / "ddp"
+    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "3"],
+              out, d["torch_home"], launcher=launcher).wait(timeout=180).expect(0)
+    assert "batch 2 x 2 process(es) = effective batch 4" in run.stdout, run.report()
+    assert run.stdout.count("done (max steps reached)") == 1, run.report()
+    assert sorted(p.name for p in out.glob("*.pt")) == ["latest.pt"]
+    payload = load_checkpoint(out / "latest.pt")
+    assert payload["step"] == 3
+    assert not any(k.startswith("module.") for k in payload["model"])
+    assert _all_finite(payload["model"])
