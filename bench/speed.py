@@ -14,11 +14,11 @@ and every ratio is PConv / plain at identical settings:
 - training step throughput with the full paper loss (``InpaintingLoss`` with a random-weight
   VGG-16 pool1..pool3, the same loss object for both; the plain network ignores the mask, the
   loss still gets it), Adam, at 256 x 256 batch 16 and 512 x 512 batch 6;
-- peak training memory. CUDA: ``torch.cuda.max_memory_allocated`` of one model set up alone
-  (weights, Adam state, VGG, inputs, activations). CPU: a fresh subprocess per configuration
-  runs two training steps and reports its peak resident set (``ru_maxrss``) minus the resident
-  set of the same process right after ``import torch`` and the model imports, i.e. what the
-  model, loss, optimizer, inputs and the step itself made resident (allocator slack included).
+- peak training memory of two steps of one model set up alone (weights, Adam state, VGG,
+  inputs, activations, temporaries). CUDA: ``torch.cuda.max_memory_allocated``. CPU: a fresh
+  subprocess per configuration resets the kernel's peak-RSS counter after its imports
+  (``/proc/self/clear_refs``) and reports VmHWM minus the RSS at that point, i.e. what the
+  model, loss, optimizer, inputs and the steps made resident (allocator slack included).
 
 On CPU everything runs with ``torch.set_num_threads(1)`` unless ``--threads`` says otherwise.
 Variants: ``fp32``, ``bf16`` (autocast) and their ``-cl`` (channels_last) forms.

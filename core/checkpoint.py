@@ -10,13 +10,12 @@ Two formats carry the same content (model configuration inside):
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from core.atomic import atomic_write
 from core.model import PConvUNet, PConvUNetConfig, build_model
 
 FORMAT = "pconv-studio/1"
@@ -26,28 +25,10 @@ class CheckpointError(ValueError):
     """A checkpoint that cannot be used; the one-line message names the file."""
 
 
-def atomic_write(path: Path, write: Any) -> None:
-    """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            write(fh)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
-
-
 def save_checkpoint(path: str | Path, payload: dict[str, Any]) -> None:
     """Save a trainer checkpoint dict (must hold 'model' and 'model_config') atomically."""
     payload = {"format": FORMAT, **payload}
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(path), lambda fh: torch.save(payload, fh))
 
 
@@ -72,6 +53,7 @@ def save_model_file(
         "extra": json.dumps(extra or {}),
     }
     data = save(tensors, metadata=metadata)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
     atomic_write(Path(path), lambda fh: fh.write(data))
 
 

@@ -8,13 +8,13 @@ half-written image behind.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageOps
+
+from core.atomic import atomic_write
 
 # Refuse decompression bombs with a message instead of exhausting memory (about 8 GB of
 # float work for the largest photo we accept).
@@ -131,19 +131,7 @@ def atomic_save_pil(img: Image.Image, path: Path, format: str, **params) -> None
     folder = path.parent if str(path.parent) else Path(".")
     if not folder.is_dir():
         raise ValueError(f"{path}: folder {folder} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            img.save(fh, format=format, **params)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
+    atomic_write(path, lambda fh: img.save(fh, format=format, **params))
 
 
 def save_image(

@@ -335,7 +335,8 @@ class Trainer:
             self.scaler.load_state_dict(payload["scaler"])
         self.step = int(payload.get("step", 0))
         self.last_good_step = self.step
-        self.best_psnr = float(payload.get("best_psnr", -math.inf))
+        best = payload.get("best_psnr")  # None when the run had not validated yet
+        self.best_psnr = float(best) if best is not None else -math.inf
         if "rng" in payload and self.ddp.world == 1:
             set_rng_state(payload["rng"])
 

@@ -23,11 +23,20 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-# Two brush strokes (image coordinates of resources/sample.jpg, 680 x 452): the small
-# pyramid on the right and the people and camels at the lower left.
+# Two brush strokes in image coordinates of resources/sample.jpg (680 x 452): a scribble
+# over the small pyramid on the right (apex near (565, 212), base from x 490 to 642 at
+# y 322), then the people and camels at the lower left.
+def _pyramid_scribble() -> list[tuple[float, float]]:
+    points: list[tuple[float, float]] = [(565, 206)]
+    for row, y in enumerate(range(222, 326, 16)):
+        half = (y - 206) / 116 * 80 + 4
+        ends = [(565 - half, y), (565 + half, y)]
+        points.extend(ends if row % 2 == 0 else ends[::-1])
+    return points
+
+
 STROKES: list[tuple[int, list[tuple[float, float]]]] = [
-    (34, [(512, 318), (548, 250), (568, 214), (596, 262), (632, 318), (560, 318),
-          (575, 270), (600, 300)]),
+    (30, _pyramid_scribble()),
     (20, [(60, 346), (90, 340), (122, 346)]),
 ]
 HOVER_AT = (300, 395)  # where the brush circle is left, on plain sand

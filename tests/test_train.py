@@ -139,59 +139,166 @@ def _inpaint_check(inpainter: Inpainter) -> None:
     assert np.array_equal(result.composite[~hole], image[~hole])
 
 
-# -- fixtures -------------------------------------------------------------------------------
+# -- the runs -------------------------------------------------------------------------------
+# Every trainer run the tests look at, by name. The independent ones start together when the
+# module's first test asks for a run; those in DEPENDS start once the run they build on has
+# finished. Only runs needed by the selected tests start at all (see NEEDS).
+def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
+    data, home, base = str(d["data"]), d["torch_home"], d["base"]
+    plain = [*TINY, "--data", data, "--perceptual", "none"]
+    if name == "base":  # 3 steps, validation every 2, fp16 export; shared by several tests
+        return Run([*plain, "--val-data", str(d["val"]), "--max-steps", "3",
+                    "--val-every", "2", "--log-every", "1", "--work-size", "64",
+                    "--export", str(base / "export.safetensors")], base / name, home)
+    if name in ("SIGINT", "SIGTERM"):
+        return Run([*plain, "--max-steps", "1000000", "--log-every", "1", "--save-every", "0",
+                    "--val-every", "0"], base / name, home)
+    if name == "nan":
+        return Run([*plain, "--max-steps", "10", "--save-every", "2", "--fail-at-step", "4",
+                    "--log-every", "1"], base / name, home)
+    if name == "vgg":  # the default --perceptual vgg16, with an empty TORCH_HOME
+        return Run([*TINY, "--data", data, "--max-steps", "3"], base / name, home)
+    if name == "effnet":
+        return Run([*TINY, "--data", data, "--perceptual", "effnet-lite0", "--max-steps", "2",
+                    "--log-every", "1"], base / name, home)
+    if name == "broken":
+        # Two photos, one of them garbage, 6 draws: the broken one is drawn (deterministic
+        # with the fixed seed; the test checks the warning).
+        folder = base / "broken_data"
+        folder.mkdir()
+        shutil.copy(d["data"] / "photo_1.png", folder / "good.png")
+        (folder / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg " * 20)
+        return Run([*TINY, "--data", str(folder), "--perceptual", "none", "--max-steps", "3"],
+                   base / name, home)
+    if name == "missing":
+        return Run([*TINY, "--data", str(base / "nope"), "--perceptual", "none"],
+                   base / name, home)
+    if name == "ddp":
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                    "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
+        return Run([*plain, "--max-steps", "3"], base / name, home, launcher=launcher)
+    if name == "resume":
+        out = base / name
+        shutil.copytree(runs.done("base").expect(0).out, out)
+        return Run([*plain, "--resume", str(out / "latest.pt"), "--max-steps", "5",
+                    "--log-every", "1"], out, home)
+    if name == "resume_nan":  # from the NaN run's step-2 checkpoint (never validated)
+        out = base / name
+        shutil.copytree(runs.done("nan").expect(1).out, out)
+        return Run([*plain, "--resume", str(out / "latest.pt"), "--max-steps", "3",
+                    "--lr", "1e-4", "--log-every", "1"], out, home)
+    if name == "finetune":
+        init = runs.done("base").expect(0).out / "latest.pt"
+        return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune"],
+                   base / name, home)
+    raise KeyError(name)
+
+
+DEPENDS = {"resume": "base", "finetune": "base", "resume_nan": "nan"}
+NEEDS = {
+    "test_signals_save_a_loadable_checkpoint": ("SIGINT", "SIGTERM"),
+    "test_train_writes_checkpoint_that_inference_loads": ("base",),
+    "test_validation_outputs": ("base",),
+    "test_resume_continues_step_and_optimizer": ("resume",),
+    "test_finetune_freezes_encoder_bn": ("finetune",),
+    "test_nan_loss_stops_and_keeps_last_good_checkpoint": ("nan",),
+    "test_resume_after_nan_stop": ("resume_nan",),
+    "test_vgg_without_weights_stops_at_once": ("vgg",),
+    "test_effnet_lite0_perceptual_runs": ("effnet",),
+    "test_broken_image_is_skipped": ("broken",),
+    "test_missing_data_folder_is_one_line": ("missing",),
+    "test_ddp_two_cpu_processes": ("ddp",),
+}
+
+
+class Runs:
+    def __init__(self, dirs: dict[str, Path], wanted: set[str]) -> None:
+        self.dirs = dirs
+        self.wanted = wanted | {DEPENDS[n] for n in wanted if n in DEPENDS}
+        self.started: dict[str, Run] = {}
+
+    def _start(self, names: list[str]) -> None:
+        for name in sorted(names):
+            if name not in self.started:
+                self.started[name] = _spec(name, self.dirs, self)
+
+    def get(self, name: str) -> Run:
+        """The run, started (with all the runs the selected tests need that can start)."""
+        self.wanted |= {name, DEPENDS.get(name, name)}
+        self._start([n for n in self.wanted if n not in DEPENDS])
+        if name in DEPENDS:
+            self.done(DEPENDS[name])
+            self._start([n for n in self.wanted if n in DEPENDS
+                         and self.started[DEPENDS[n]].code is not None])
+        return self.started[name]
+
+    def done(self, name: str, timeout: float = TIMEOUT) -> Run:
+        run = self.get(name)
+        return run if run.code is not None else run.wait(timeout)
+
+    def close(self) -> None:
+        for run in self.started.values():  # e.g. a signal run whose test was deselected
+            if run.proc.poll() is None:
+                run.proc.kill()
+                run.proc.wait()
+
+
 @pytest.fixture(scope="module")
-def env_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def runs(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory):
     base = tmp_path_factory.mktemp("train")
-    data = _make_photos(base / "data", 6, seed=0)
-    val = _make_photos(base / "val", 2, seed=1)
-    torch_home = base / "torch_home"  # empty: no cached backbone weights, nothing downloads
-    torch_home.mkdir()
-    return {"base": base, "data": data, "val": val, "torch_home": torch_home}
-
-
-@pytest.fixture(scope="module")
-def base_run(env_dirs: dict[str, Path]) -> Run:
-    """3 steps with validation every 2 steps and an fp16 export; shared by several tests.
-
-    Independent runs that need nothing from this one are started alongside it.
-    """
-    d = env_dirs
-    out = d["base"] / "base"
-    run = Run([*TINY, "--data", str(d["data"]), "--val-data", str(d["val"]),
-               "--perceptual", "none", "--max-steps", "3", "--val-every", "2",
-               "--log-every", "1", "--work-size", "64",
-               "--export", str(d["base"] / "export.safetensors")], out, d["torch_home"])
-    return run.wait()
+    dirs = {"base": base, "data": _make_photos(base / "data", 6, seed=0),
+            "val": _make_photos(base / "val", 2, seed=1), "torch_home": base / "torch_home"}
+    dirs["torch_home"].mkdir()  # empty: no cached backbone weights, and nothing downloads
+    here = request.module.__name__
+    selected = {item.originalname for item in request.session.items
+                if getattr(item, "module", None) is not None and item.module.__name__ == here}
+    wanted = {name for test in selected for name in NEEDS.get(test, ())}
+    pool = Runs(dirs, wanted)
+    yield pool
+    pool.close()
 
 
 # -- tests ----------------------------------------------------------------------------------
-def test_train_writes_checkpoint_that_inference_loads(base_run: Run, env_dirs) -> None:
-    base_run.expect(0)
-    latest = base_run.out / "latest.pt"
+def test_signals_save_a_loadable_checkpoint(runs: Runs) -> None:
+    # First in the file: these runs train until signalled, so signal them as soon as possible.
+    pair = {sig: runs.get(sig.name) for sig in (signal.SIGINT, signal.SIGTERM)}
+    for sig, run in pair.items():
+        _wait_for(lambda run=run: _logged_step(run.out / "log.txt"), TIMEOUT,
+                  "a logged step", run)
+        run.proc.send_signal(sig)
+    for sig, run in pair.items():
+        run.wait(timeout=60).expect(128 + int(sig))
+        assert f"interrupted by signal {int(sig)}" in run.stdout, run.report()
+        _model, payload = model_from_checkpoint(run.out / "latest.pt")
+        assert payload["step"] >= 1
+        assert "optimizer" in payload
+
+
+def test_train_writes_checkpoint_that_inference_loads(runs: Runs) -> None:
+    run = runs.done("base").expect(0)
+    latest = run.out / "latest.pt"
     payload = load_checkpoint(latest)
     assert payload["step"] == 3
     assert payload["model_config"]["layers"] == 4 and payload["model_config"]["width"] == 8
-    assert "effective batch 2" in base_run.stdout
-    log = (base_run.out / "log.txt").read_text()
+    assert "effective batch 2" in run.stdout
+    log = (run.out / "log.txt").read_text()
     assert [ln.split()[1] for ln in log.splitlines() if ln.startswith("step ")] == ["1", "2", "3"]
 
     inpainter = Inpainter.from_checkpoint(latest, device="cpu")
     assert inpainter.work_size == 64
     _inpaint_check(inpainter)
 
-    export = env_dirs["base"] / "export.safetensors"
+    export = runs.dirs["base"] / "export.safetensors"
     assert export.is_file()
-    assert "exported" in base_run.stdout
+    assert "exported" in run.stdout
     exported = Inpainter.from_checkpoint(export, device="cpu")
     assert exported.work_size == 64
     assert next(exported.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
     _inpaint_check(exported)
 
 
-def test_validation_outputs(base_run: Run) -> None:
-    base_run.expect(0)
-    out = base_run.out
+def test_validation_outputs(runs: Runs) -> None:
+    out = runs.done("base").expect(0).out
     grid_path = out / "samples" / "step_0000002.png"
     assert grid_path.is_file()
     with Image.open(grid_path) as grid:
@@ -205,15 +312,10 @@ def test_validation_outputs(base_run: Run) -> None:
     assert any(ln.startswith("val step 2 psnr=") for ln in log.splitlines()), log
 
 
-def test_resume_continues_step_and_optimizer(base_run: Run, env_dirs, tmp_path: Path) -> None:
-    base_run.expect(0)
-    out = tmp_path / "resumed"
-    shutil.copytree(base_run.out, out)
-    before = load_checkpoint(out / "latest.pt")
-    run = Run([*TINY, "--data", str(env_dirs["data"]), "--perceptual", "none",
-               "--resume", str(out / "latest.pt"), "--max-steps", "5", "--log-every", "1"],
-              out, env_dirs["torch_home"]).wait().expect(0)
-    payload = load_checkpoint(out / "latest.pt")
+def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
+    before = load_checkpoint(runs.done("base").expect(0).out / "latest.pt")
+    run = runs.done("resume").expect(0)
+    payload = load_checkpoint(run.out / "latest.pt")
     assert payload["step"] == 5
     state = payload["optimizer"]["state"]
     assert state and len(state) == len(before["optimizer"]["state"])
@@ -221,87 +323,17 @@ def test_resume_continues_step_and_optimizer(base_run: Run, env_dirs, tmp_path: 
     assert {float(s["step"]) for s in state.values()} == {5.0}
     assert not torch.equal(payload["model"]["encoder.0.conv.weight"],
                            before["model"]["encoder.0.conv.weight"])
-    steps = [ln.split()[1] for ln in (out / "log.txt").read_text().splitlines()
+    steps = [ln.split()[1] for ln in (run.out / "log.txt").read_text().splitlines()
              if ln.startswith("step ")]
     assert steps == ["1", "2", "3", "4", "5"], run.report()
 
 
-def test_signals_save_a_loadable_checkpoint(env_dirs) -> None:
-    d = env_dirs
-    runs = {}
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        runs[sig] = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none",
-                         "--max-steps", "1000000", "--log-every", "1", "--save-every", "0",
-                         "--val-every", "0"],
-                        d["base"] / f"signal_{sig.name}", d["torch_home"])
-    for sig, run in runs.items():
-        _wait_for(lambda run=run: _logged_step(run.out / "log.txt"), TIMEOUT,
-                  "a logged step", run)
-        run.proc.send_signal(sig)
-    for sig, run in runs.items():
-        run.wait(timeout=60).expect(128 + int(sig))
-        assert f"interrupted by signal {int(sig)}" in run.stdout, run.report()
-        model, payload = model_from_checkpoint(run.out / "latest.pt")
-        assert payload["step"] >= 1
-        assert "optimizer" in payload
-
-
-def test_nan_loss_stops_and_keeps_last_good_checkpoint(env_dirs) -> None:
-    d = env_dirs
-    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "10",
-               "--save-every", "2", "--fail-at-step", "4", "--log-every", "1"],
-              d["base"] / "nan", d["torch_home"]).wait().expect(1)
-    err = run.stderr
-    assert "'hole'" in err, run.report()
-    assert "last good checkpoint (step 2)" in err.lower(), run.report()
-    assert "Traceback" not in err
-    payload = load_checkpoint(run.out / "latest.pt")
-    assert payload["step"] == 2
-    assert _all_finite(payload["model"])
-    model_from_checkpoint(run.out / "latest.pt")  # also refuses non-finite weights
-
-
-def test_vgg_without_weights_stops_at_once(env_dirs) -> None:
-    d = env_dirs
-    assert not any(d["torch_home"].rglob("*.pth"))
-    start = time.monotonic()
-    run = Run([*TINY, "--data", str(d["data"]), "--max-steps", "3"],  # --perceptual vgg16
-              d["base"] / "vgg", d["torch_home"]).wait(timeout=60)
-    elapsed = time.monotonic() - start
-    run.expect(2)
-    err = run.stderr
-    assert "--vgg-weights" in err and "vgg16-397923af.pth" in err, run.report()
-    assert "Traceback" not in err
-    assert not (run.out / "latest.pt").exists()
-    assert not any(d["torch_home"].rglob("*.pth"))  # no partial download left behind
-    assert elapsed < 40, f"took {elapsed:.1f} s"
-
-
-def test_effnet_lite0_perceptual_runs(env_dirs) -> None:
-    d = env_dirs
-    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "effnet-lite0",
-               "--max-steps", "2", "--log-every", "1"],
-              d["base"] / "effnet", d["torch_home"]).wait().expect(0)
-    assert "perceptual effnet-lite0" in run.stdout
-    assert load_checkpoint(run.out / "latest.pt")["step"] == 2
-    lines = [ln for ln in (run.out / "log.txt").read_text().splitlines()
-             if ln.startswith("step ")]
-    assert len(lines) == 2
-    values = dict(kv.split("=") for kv in lines[0].split()[2:])
-    assert float(values["perceptual"]) > 0 and float(values["style_out"]) > 0
-
-
-def test_finetune_freezes_encoder_bn(base_run: Run, env_dirs) -> None:
-    base_run.expect(0)
-    d = env_dirs
-    init = base_run.out / "latest.pt"
-    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "2",
-               "--init", str(init), "--finetune"],
-              d["base"] / "finetune", d["torch_home"]).wait().expect(0)
+def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
+    before = load_checkpoint(runs.done("base").expect(0).out / "latest.pt")["model"]
+    run = runs.done("finetune").expect(0)
     assert "fine-tune" in run.stdout and "lr 5e-05" in run.stdout
-    before = load_checkpoint(init)["model"]
     after = load_checkpoint(run.out / "latest.pt")
-    assert after["step"] == 2  # --init starts a new run
+    assert after["step"] == 2  # --init starts a new run from the weights
     enc = [k for k in before if k.startswith("encoder_bn.")]
     dec = [k for k in before if k.startswith("decoder_bn.")]
     assert any(k.endswith("running_mean") for k in enc) and any(k.endswith("weight") for k in enc)
@@ -315,38 +347,69 @@ def test_finetune_freezes_encoder_bn(base_run: Run, env_dirs) -> None:
                            before["encoder.1.conv.weight"])
 
 
-def test_broken_image_is_skipped(env_dirs, tmp_path: Path) -> None:
-    d = env_dirs
-    data = tmp_path / "data"
-    data.mkdir()
-    shutil.copy(d["data"] / "photo_1.png", data / "good.png")
-    (data / "broken.jpg").write_bytes(b"\xff\xd8\xff not really a jpeg " * 20)
-    # Two photos, 6 draws: the broken one is drawn (deterministically with the fixed seed).
-    run = Run([*TINY, "--data", str(data), "--perceptual", "none", "--max-steps", "3"],
-              tmp_path / "out", d["torch_home"]).wait().expect(0)
+def test_nan_loss_stops_and_keeps_last_good_checkpoint(runs: Runs) -> None:
+    run = runs.done("nan").expect(1)
+    err = run.stderr
+    assert "'hole'" in err, run.report()
+    assert "last good checkpoint (step 2)" in err.lower(), run.report()
+    assert "Traceback" not in err
+    payload = load_checkpoint(run.out / "latest.pt")
+    assert payload["step"] == 2
+    assert _all_finite(payload["model"])
+    model_from_checkpoint(run.out / "latest.pt")  # which also refuses non-finite weights
+
+
+def test_resume_after_nan_stop(runs: Runs) -> None:
+    # The NaN run never validated (best_psnr None in its checkpoint); resuming must still work.
+    run = runs.done("resume_nan").expect(0)
+    payload = load_checkpoint(run.out / "latest.pt")
+    assert payload["step"] == 3
+    assert {float(s["step"]) for s in payload["optimizer"]["state"].values()} == {3.0}
+    assert [g["lr"] for g in payload["optimizer"]["param_groups"]] == [1e-4]
+    assert _all_finite(payload["model"])
+
+
+def test_vgg_without_weights_stops_at_once(runs: Runs) -> None:
+    # Standalone this run takes ~8 s, nearly all of it imports: the download fails at once
+    # (no network), and --data is never read.
+    run = runs.done("vgg", timeout=60).expect(2)
+    err = run.stderr
+    assert "--vgg-weights" in err and "vgg16-397923af.pth" in err, run.report()
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1, run.report()
+    assert not (run.out / "latest.pt").exists()
+    assert not any(runs.dirs["torch_home"].rglob("*.pth"))  # no partial download left
+
+
+def test_effnet_lite0_perceptual_runs(runs: Runs) -> None:
+    run = runs.done("effnet").expect(0)
+    assert "perceptual effnet-lite0" in run.stdout
+    assert load_checkpoint(run.out / "latest.pt")["step"] == 2
+    lines = [ln for ln in (run.out / "log.txt").read_text().splitlines()
+             if ln.startswith("step ")]
+    assert len(lines) == 2
+    values = dict(kv.split("=") for kv in lines[0].split()[2:])
+    assert float(values["perceptual"]) > 0 and float(values["style_out"]) > 0
+
+
+def test_broken_image_is_skipped(runs: Runs) -> None:
+    run = runs.done("broken").expect(0)
     assert "skipping unreadable image" in run.stderr and "broken.jpg" in run.stderr, run.report()
     assert load_checkpoint(run.out / "latest.pt")["step"] == 3
 
 
-def test_missing_data_folder_is_one_line(env_dirs, tmp_path: Path) -> None:
-    run = Run([*TINY, "--data", str(tmp_path / "nope"), "--perceptual", "none"],
-              tmp_path / "out", env_dirs["torch_home"]).wait(timeout=60).expect(2)
+def test_missing_data_folder_is_one_line(runs: Runs) -> None:
+    run = runs.done("missing", timeout=60).expect(2)
     lines = run.stderr.strip().splitlines()
     assert len(lines) == 1 and "nope" in lines[0] and "not found" in lines[0], run.report()
-    assert not (tmp_path / "out").exists()
+    assert not run.out.exists()
 
 
-def test_ddp_two_cpu_processes(env_dirs, tmp_path: Path) -> None:
-    d = env_dirs
-    launcher = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
-                "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
-    out = tmp_path / "ddp"
-    run = Run([*TINY, "--data", str(d["data"]), "--perceptual", "none", "--max-steps", "3"],
-              out, d["torch_home"], launcher=launcher).wait(timeout=180).expect(0)
+def test_ddp_two_cpu_processes(runs: Runs) -> None:
+    run = runs.done("ddp", timeout=180).expect(0)
     assert "batch 2 x 2 process(es) = effective batch 4" in run.stdout, run.report()
     assert run.stdout.count("done (max steps reached)") == 1, run.report()
-    assert sorted(p.name for p in out.glob("*.pt")) == ["latest.pt"]
-    payload = load_checkpoint(out / "latest.pt")
+    assert sorted(p.name for p in run.out.glob("*.pt")) == ["latest.pt"]
+    payload = load_checkpoint(run.out / "latest.pt")
     assert payload["step"] == 3
     assert not any(k.startswith("module.") for k in payload["model"])
     assert _all_finite(payload["model"])
