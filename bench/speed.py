@@ -56,7 +56,8 @@ from core.masks import MaskGenerator  # noqa: E402
 from core.model import PConvUNet  # noqa: E402
 
 MODELS = ("pconv", "plain")
-ALL_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl")
+ALL_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
+GRAPH_NOTE = "CUDA only, inference only: the forward replayed from a captured CUDA graph"
 MiB = 1024.0**2
 
 
@@ -165,6 +166,9 @@ def make_inputs(
 # ------------------------------------------------------------------------------- variants
 @dataclass(frozen=True)
 class Variant:
+    """``fp32`` | ``bf16`` (autocast), ``-cl``: channels_last, ``-graph``: the inference
+    forward captured once as a CUDA graph and replayed (no per-kernel launch cost)."""
+
     name: str
 
     @property
@@ -173,12 +177,17 @@ class Variant:
 
     @property
     def channels_last(self) -> bool:
-        return self.name.endswith("-cl")
+        return "-cl" in self.name
+
+    @property
+    def graph(self) -> bool:
+        return self.name.endswith("-graph")
 
     def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return nullcontext()
-        return torch.autocast(device.type, dtype=self.amp_dtype)
+        # The autocast weight-cast cache must be off while a CUDA graph is captured.
+        return torch.autocast(device.type, dtype=self.amp_dtype, cache_enabled=not self.graph)
 
     def prepare(self, model: nn.Module) -> nn.Module:
         return model.to(memory_format=torch.channels_last) if self.channels_last else model
@@ -234,6 +243,7 @@ def bench_inference(
     models = {"pconv": pconv, "plain": plain}
     image, valid = make_inputs(1, size, device, variant.channels_last)
     fns: dict[str, Callable[[], Any]] = {}
+    ops: dict[str, int] = {}
     for name, model in models.items():
         model = variant.prepare(model.to(device).eval())
 
@@ -241,13 +251,52 @@ def bench_inference(
             with torch.inference_mode(), variant.autocast(device):
                 model(image, valid)
 
-        fns[name] = run
+        ops[name] = count_ops(run)
+        fns[name] = capture_graph(run, device) if variant.graph else run
     result = summarise(interleaved_times(fns, device, warmup, repeats))
     result.update(kind="inference", size=size, batch=1, layers=layers, width=width,
-                  variant=variant.name, params=param_count(pconv))
+                  variant=variant.name, params=param_count(pconv), ops_per_forward=ops)
     del models, fns
     _release(device)
     return result
+
+
+def capture_graph(run: Callable[[], Any], device: torch.device) -> Callable[[], Any]:
+    """Capture ``run`` (fixed inputs) as a CUDA graph; the returned call replays it."""
+    if device.type != "cuda":
+        raise ValueError(f"the -graph variants need CUDA. {GRAPH_NOTE}")
+    stream = torch.cuda.Stream(device)
+    stream.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(stream):
+        for _ in range(3):  # cudnn autotuning and lazy initialisation happen outside capture
+            run()
+    torch.cuda.current_stream(device).wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        run()
+    return graph.replay
+
+
+def count_ops(run: Callable[[], Any]) -> int:
+    """Aten operators one call dispatches, views and no-op dtype casts excluded: on a GPU each
+    one is (at least) a kernel launch."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    skip = {"view", "_unsafe_view", "as_strided", "detach", "alias", "unsqueeze", "expand",
+            "transpose", "permute", "select", "slice", "t", "to"}
+
+    class Counter(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
+            name = str(func.overloadpacket).removeprefix("aten.")
+            if name not in skip and name.rstrip("_") not in skip:
+                Counter.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Counter():
+        run()
+    return Counter.n
 
 
 # ----------------------------------------------------------------------------- training
@@ -474,6 +523,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--train-repeats", type=int, help="timed training steps per model")
     p.add_argument("--warmup", type=int, help="untimed runs per model before timing")
     p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default 1)")
+    p.add_argument("--no-tf32", action="store_true",
+                   help="CUDA fp32 without TF32 (default: TF32 on, as core.train sets it)")
     p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     p.add_argument("--profile", action="store_true",
@@ -548,14 +599,22 @@ def _cpu_model() -> str:
 
 
 def _row(result: dict[str, Any]) -> str:
+    head = (f"{result['kind']:9s} {result['variant']:10s} {result['size']:4d} "
+            f"b{result['batch']:<3d}")
+    if result["kind"] == "memory":
+        pk = result["peak_mib"]
+        return (f"{head} pconv {pk['pconv']:10.1f} MiB  plain {pk['plain']:10.1f} MiB  "
+                f"ratio {result['ratio']:.3f}")
     med = result["median_s"]
     extra = ""
     if result["kind"] == "training":
         ips = result["images_per_s"]
         extra = (f"  {ips['pconv']:8.2f} vs {ips['plain']:8.2f} img/s"
                  f"  throughput x{result['throughput_ratio']:.3f}")
-    return (f"{result['kind']:9s} {result['variant']:8s} {result['size']:4d} b{result['batch']:<3d}"
-            f" pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
+    elif "ops_per_forward" in result:
+        ops = result["ops_per_forward"]
+        extra = f"  ops {ops['pconv']} vs {ops['plain']}"
+    return (f"{head} pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
             f"  ratio {result['ratio']:.3f} (paired {result['ratio_paired_median']:.3f},"
             f" min {result['ratio_min']:.3f}){extra}")
 
@@ -569,10 +628,10 @@ def main(argv: list[str] | None = None) -> int:
     if device.type == "cpu":
         torch.set_num_threads(s.threads)
     else:
+        # The trainer's settings (core.train): cudnn autotuning, TF32 for fp32 convolutions.
         torch.backends.cudnn.benchmark = True
-        # fp32 means true fp32 here (no TF32), like the issue's reference numbers.
-        torch.backends.cuda.matmul.allow_tf32 = False
-        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = not args.no_tf32
+        torch.backends.cudnn.allow_tf32 = not args.no_tf32
     if args.profile:
         for size in s.infer_sizes:
             profile_inference(size, s.width, device, s.variants[0])
@@ -585,6 +644,7 @@ def main(argv: list[str] | None = None) -> int:
             "infer_warmup": s.infer_warmup, "infer_repeats": s.infer_repeats,
             "train_warmup": s.train_warmup, "train_repeats": s.train_repeats,
             "threads": s.threads, "quick": args.quick, "argv": sys.argv[1:],
+            "tf32": device.type == "cuda" and not args.no_tf32,
         },
         "inference": [], "training": [], "memory": [],
     }
@@ -599,33 +659,42 @@ def main(argv: list[str] | None = None) -> int:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(report, indent=1, default=str))
 
-    for variant in s.variants:
-        for size in s.infer_sizes:
-            r = bench_inference(size, s.width, variant, device, s.infer_warmup, s.infer_repeats)
-            report["inference"].append(r)
+    def attempt(section: str, what: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
+        """Run one row; a failure (say, out of memory) is recorded and the run goes on."""
+        try:
+            r = fn()
+        except Exception as exc:  # noqa: BLE001 - recorded in the JSON, printed, run continues
+            r = {**what, "error": f"{type(exc).__name__}: {exc}"[:500]}
+            print(f"{section:9s} {what}: FAILED {r['error']}", flush=True)
+            _release(device)
+        else:
             print(_row(r), flush=True)
-            save()
-    if s.train_configs:
+        report[section].append(r)
+        save()
+
+    for variant in s.variants:
+        if variant.graph and device.type != "cuda":
+            continue
+        for size in s.infer_sizes:
+            attempt("inference", {"variant": variant.name, "size": size},
+                    lambda v=variant, n=size: bench_inference(
+                        n, s.width, v, device, s.infer_warmup, s.infer_repeats))
+    train_variants = [v for v in s.variants if not v.graph]
+    if s.train_configs and train_variants:
         loss_fn = make_loss(device)
-        for variant in s.variants:
+        for variant in train_variants:
             for size, batch in s.train_configs:
-                r = bench_training(size, batch, s.width, variant, device, s.train_warmup,
-                                   s.train_repeats, loss_fn)
-                report["training"].append(r)
-                print(_row(r), flush=True)
-                save()
+                attempt("training", {"variant": variant.name, "size": size, "batch": batch},
+                        lambda v=variant, n=size, b=batch: bench_training(
+                            n, b, s.width, v, device, s.train_warmup, s.train_repeats, loss_fn))
         del loss_fn
         _release(device)
         if s.memory:
-            for variant in s.variants:
+            for variant in train_variants:
                 for size, batch in s.train_configs:
-                    r = bench_memory(size, batch, s.width, variant, device, s.threads)
-                    report["memory"].append(r)
-                    pk = r["peak_mib"]
-                    print(f"memory    {variant.name:8s} {size:4d} b{batch:<3d} pconv "
-                          f"{pk['pconv']:10.1f} MiB  plain {pk['plain']:10.1f} MiB  "
-                          f"ratio {r['ratio']:.3f}", flush=True)
-                    save()
+                    attempt("memory", {"variant": variant.name, "size": size, "batch": batch},
+                            lambda v=variant, n=size, b=batch: bench_memory(
+                                n, b, s.width, v, device, s.threads))
     save()
     print(f"done in {time.perf_counter() - started:.1f} s"
           + (f"; results in {args.json}" if args.json else ""), flush=True)

@@ -1,12 +1,14 @@
 """Atomic file writes: a temp file in the target folder, fsync, then rename over the target.
 
 A crash, a full disk or a kill mid-write leaves the previous file intact and no half-written
-one. The result gets ordinary permissions (0666 minus the umask), not mkstemp's 0600.
+one. The result keeps the permissions of the file it replaces (a private 0600 file stays
+private); a new file gets ordinary permissions (0666 minus the umask), not mkstemp's 0600.
 """
 
 from __future__ import annotations
 
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,17 +25,27 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     """Call ``write(file_object)`` on a temp file beside ``path``, fsync, then rename."""
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+    except OSError as exc:  # e.g. a read-only folder: name the file the caller asked for
+        exc.filename = str(path)
+        raise
     try:
         with os.fdopen(fd, "wb") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o666 & ~_umask())
+        try:
+            mode = stat.S_IMODE(os.stat(path).st_mode)
+        except OSError:  # a new file
+            mode = 0o666 & ~_umask()
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError) and exc.filename in (None, tmp):
+            exc.filename = str(path)  # "No space left on device: 'out.png'", not the temp
         raise

@@ -19,6 +19,8 @@ from core.atomic import atomic_write
 from core.model import PConvUNet, PConvUNetConfig, build_model
 
 FORMAT = "pconv-studio/1"
+# Model configurations accepted from a file (2**layers is the padding multiple at inference).
+MIN_LAYERS, MAX_LAYERS = 4, 12
 
 
 class CheckpointError(ValueError):
@@ -66,6 +68,7 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint file is empty")
     if path.suffix == ".safetensors":
         return _load_safetensors(path)
+    _check_zip_checksums(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - every failure becomes one clear line
@@ -76,6 +79,23 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
     return payload
+
+
+def _check_zip_checksums(path: Path) -> None:
+    """torch.load does not verify the CRCs of its zip archive: flipped bytes in the tensor
+    data would load as silently wrong weights. Check them (about 1 GB/s)."""
+    import zipfile
+
+    try:
+        if not zipfile.is_zipfile(path):
+            return  # the legacy format, or not a checkpoint: torch.load reports it
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError, NotImplementedError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"{path}: not a valid checkpoint ({reason[:200]})") from None
+    if bad is not None:
+        raise CheckpointError(f"{path}: checkpoint is corrupt (checksum error in {bad})")
 
 
 def _load_safetensors(path: Path) -> dict[str, Any]:
@@ -97,17 +117,48 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     return {"format": metadata.get("format"), "model": state, "model_config": config, **extra}
 
 
+def checked_config(path: str | Path, payload: dict[str, Any]) -> PConvUNetConfig:
+    """The payload's model configuration, once its weights are known to match it exactly.
+
+    The configuration comes from the file: it is compared with the weights on the meta
+    device, so a hostile one cannot allocate gigabytes before it is refused.
+    """
+    state = payload["model"]
+    if not isinstance(state, dict) or not all(
+        isinstance(v, torch.Tensor) for v in state.values()
+    ):
+        raise CheckpointError(f"{path}: model weights are missing or not tensors")
+    try:
+        config = PConvUNetConfig.from_dict(dict(payload["model_config"]))
+        if not MIN_LAYERS <= config.layers <= MAX_LAYERS or config.width < 1:
+            raise ValueError(
+                f"{config.layers} levels of width {config.width}; expected "
+                f"{MIN_LAYERS}-{MAX_LAYERS} levels, width >= 1"
+            )
+        if config.in_channels != 3:
+            raise ValueError(f"{config.in_channels} input channels; photos have 3")
+        with torch.device("meta"):
+            expected = build_model(config).state_dict()
+    except (TypeError, ValueError, RuntimeError) as exc:
+        raise CheckpointError(f"{path}: bad model configuration ({exc})") from None
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
+    if missing or unexpected or wrong:
+        detail = (f"missing {missing[0]}" if missing else
+                  f"unexpected {unexpected[0]}" if unexpected else
+                  f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the configuration "
+                  f"needs {tuple(expected[wrong[0]].shape)}")
+        raise CheckpointError(f"{path}: weights do not match the model ({detail})")
+    return config
+
+
 def model_from_checkpoint(path: str | Path) -> tuple[PConvUNet, dict[str, Any]]:
     """Build the model a checkpoint describes and load its weights strictly."""
     payload = load_checkpoint(path)
-    try:
-        config = PConvUNetConfig.from_dict(dict(payload["model_config"]))
-        model = build_model(config)
-    except (TypeError, ValueError) as exc:
-        raise CheckpointError(f"{path}: bad model configuration ({exc})") from None
+    config = checked_config(path, payload)
     state = payload["model"]
-    if not isinstance(state, dict):
-        raise CheckpointError(f"{path}: model weights are missing")
+    model = build_model(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -44,7 +44,9 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
         arr = np.asarray(img).astype(np.float64)
-        top = 65535.0 if arr.max(initial=0) > 255 else 255.0
+        # 16-bit data is scaled from its full range (a dark 16-bit photo stays dark); only
+        # 32-bit "I" images, which hold either range, are guessed from their values.
+        top = 65535.0 if mode != "I" or arr.max(initial=0) > 255 else 255.0
         grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
     if mode == "F":
@@ -97,6 +99,10 @@ def load_image(path: str | Path) -> LoadedImage:
         raise ImageLoadError(f"{path}: image too large to load into memory") from None
     if exif:
         exif = _exif_without_orientation(exif)
+    if icc and bytes(icc[16:20]) != b"RGB ":
+        # A CMYK or grey profile does not describe the RGB pixels made from it; keeping it
+        # would make colour-managed viewers misread the saved result.
+        icc = None
     return LoadedImage(pixels=pixels, exif=exif, icc_profile=icc, format=fmt)
 
 

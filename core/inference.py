@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
+from PIL import Image, ImageFilter
 
 from core.checkpoint import CheckpointError, model_from_checkpoint
 from core.masks import binarize_mask
@@ -25,6 +25,7 @@ from core.resources import shipped_model_path
 
 DEFAULT_WORK_SIZE = 512
 _GRID = 16  # cell size (pixels) used to group holes into clusters
+_MIN_SIDE = 128  # never shrink a crop below this for the network
 
 
 class InpaintCancelled(Exception):
@@ -167,6 +168,16 @@ def _downscale_holes(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BOX)) > 0
 
 
+def hole_radius(hole: np.ndarray, limit: int) -> int:
+    """Chessboard radius of the thickest hole: 3 x 3 erosions until it vanishes (<= limit)."""
+    img = Image.fromarray(hole.astype(np.uint8) * 255)
+    radius = 0
+    while radius < limit and img.getextrema()[1] > 0:
+        img = img.filter(ImageFilter.MinFilter(3))
+        radius += 1
+    return radius
+
+
 class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
 
@@ -176,12 +187,14 @@ class Inpainter:
         device: str | torch.device = "auto",
         work_size: int = DEFAULT_WORK_SIZE,
         source: str | None = None,
+        max_hole_radius: int | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.model = model.eval().to(self.device)
         self.multiple = model.multiple
         self.work_size = max(self.multiple, int(work_size) // self.multiple * self.multiple)
         self.source = source or "(in memory)"
+        self.max_hole_radius = max_hole_radius
 
     @classmethod
     def from_checkpoint(
@@ -197,7 +210,9 @@ class Inpainter:
                 )
         model, payload = model_from_checkpoint(path)
         work_size = int(payload.get("work_size", DEFAULT_WORK_SIZE) or DEFAULT_WORK_SIZE)
-        return cls(model, device=device, work_size=work_size, source=str(path))
+        radius = payload.get("max_hole_radius")
+        return cls(model, device=device, work_size=work_size, source=str(path),
+                   max_hole_radius=int(radius) if radius else None)
 
     @property
     def device_name(self) -> str:
@@ -238,7 +253,9 @@ class Inpainter:
             self._fill_box(rgb, hole, box, context, raw, notices)
         if progress is not None:
             progress(total, total)
-        composite[hole] = raw[hole]
+        # copyto with ``where`` (not composite[hole] = raw[hole]): boolean indexing would
+        # build two int64 index arrays, 16 bytes per hole pixel, on a photo of any size.
+        np.copyto(composite, raw, where=hole[..., None])
         return InpaintResult(raw, composite, self.device_name, notices)
 
     # -- internals -------------------------------------------------------------------------
@@ -263,12 +280,21 @@ class Inpainter:
         ch, cw = crop_hole.shape
         factor = min(1.0, self.work_size / max(ch, cw))
         size = (max(1, round(cw * factor)), max(1, round(ch * factor)))
-        small_rgb = _resize_rgb(crop_rgb, size)
         small_hole = _downscale_holes(crop_hole, size)
+        if self.max_hole_radius:
+            # Holes much thicker than those seen in training come out as grey blotches; run
+            # such crops at a coarser scale so the hole radius matches the training range.
+            radius = hole_radius(small_hole, limit=8 * self.max_hole_radius)
+            if radius > self.max_hole_radius:
+                shrink = max(self.max_hole_radius / radius, _MIN_SIDE / max(size))
+                if shrink < 1.0:
+                    size = (max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink)))
+                    small_hole = _downscale_holes(crop_hole, size)
+        small_rgb = _resize_rgb(crop_rgb, size)
         out = self._run(small_rgb, small_hole, notices)
         out = _resize_rgb(out, (cw, ch))
         region = raw[t:b, lft:rgt]
-        region[crop_hole] = out[crop_hole]
+        np.copyto(region, out, where=crop_hole[..., None])
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str]) -> np.ndarray:
         """Pad to a multiple of 2**layers (mirrored), run the network, crop back."""

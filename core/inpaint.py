@@ -5,7 +5,8 @@
 
 IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
 folder. MASK images are white = hole. User mistakes print one line to stderr and exit 2;
-nothing is overwritten without --overwrite, and the input photo never is.
+a failure to write (disk full, no permission) or to find memory prints one line and exits 1.
+Nothing is overwritten without --overwrite, and the input photo and mask never are.
 """
 
 from __future__ import annotations
@@ -75,12 +76,16 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]
 
 
 def _check_outputs(jobs: list[tuple[Path, Path, Path, Path | None]], overwrite: bool) -> None:
-    for image, _mask, out, raw in jobs:
+    for image, mask, out, raw in jobs:
+        if raw is not None and raw.resolve() == out.resolve():
+            raise UsageError(f"{raw}: --raw-out and -o name the same file")
         for target in (out, raw):
             if target is None:
                 continue
             if target.resolve() == image.resolve():
                 raise UsageError(f"{target}: refusing to overwrite the input photo")
+            if target.resolve() == mask.resolve():
+                raise UsageError(f"{target}: refusing to overwrite the input mask")
             if target.exists() and not overwrite:
                 raise UsageError(f"{target}: already exists (use --overwrite to replace it)")
             if target.suffix.lower() not in IMAGE_SUFFIXES:
@@ -96,6 +101,7 @@ def run(argv: list[str] | None = None) -> int:
     from core.inference import Inpainter
     from core.masks import load_mask
 
+    writing: Path | None = None  # the file being saved, for the message if that fails
     try:
         jobs = _jobs(args)
         _check_outputs(jobs, args.overwrite)
@@ -118,13 +124,25 @@ def run(argv: list[str] | None = None) -> int:
             result = inpainter.inpaint(photo.pixels, hole)
             for notice in result.notices:
                 print(f"note: {notice}", file=sys.stderr)
+            writing = out
             save_image(out, result.composite, exif=photo.exif, icc_profile=photo.icc_profile)
             if raw is not None:
+                writing = raw
                 save_image(raw, result.raw, exif=photo.exif, icc_profile=photo.icc_profile)
+            writing = None
             print(f"{image_path} -> {out}")
     except (UsageError, ImageLoadError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # disk full, permission denied...: the target is left as it was
+        where = writing or exc.filename
+        reason = exc.strerror or str(exc) or type(exc).__name__
+        print(f"error: {where}: cannot write ({reason})" if where else f"error: {reason}",
+              file=sys.stderr)
+        return 1
+    except MemoryError:
+        print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

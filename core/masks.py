@@ -180,27 +180,44 @@ def binarize_mask(values: np.ndarray) -> np.ndarray:
     if arr.dtype.kind == "f":
         return arr > 0.5
     maxval = 65535 if arr.dtype == np.uint16 else 255
-    return arr.astype(np.int64) * 2 > maxval
+    return arr > maxval // 2  # = value * 2 > maxval, without an int64 copy of a huge mask
 
 
 def load_mask(path: str | Path) -> np.ndarray:
     """Load a mask image (white = hole) as a bool hole mask, always binarised."""
+    from core.imageio import MAX_PIXELS
+
     path = Path(path)
     try:
         with Image.open(path) as img:
+            w, h = img.size
+            if w * h > MAX_PIXELS:  # checked before decoding: a mask can be a bomb too
+                raise ValueError(
+                    f"{path}: mask is {w} x {h} ({w * h / 1e6:.0f} MP), larger than the "
+                    f"{MAX_PIXELS / 1e6:.0f} MP limit"
+                )
             img.load()
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))
                 return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
-                arr = np.asarray(img).astype(np.int64)
-                return arr * 2 > (65535 if arr.max() > 255 else 255)
-            return binarize_mask(np.asarray(img.convert("L")))
+                arr = np.asarray(img)
+                return arr > (65535 if arr.max() > 255 else 255) // 2
+            if img.mode == "F":  # float masks: 0..1, or 0..255
+                arr = np.asarray(img)
+                top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
+                return arr * 2 > top
+            if img.mode in ("1", "L"):
+                return binarize_mask(np.asarray(img.convert("L")))
+            # Colour: the brightest channel decides, as for painted (RGBA) masks and
+            # binarize_mask, so a red or green stroke is a hole too.
+            return binarize_mask(np.asarray(img.convert("RGB")))
     except FileNotFoundError:
         raise ValueError(f"{path}: mask file not found") from None
-    except (OSError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ValueError(f"{path}: not a readable mask image ({exc})") from None
+    except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ValueError(f"{path}: not a readable mask image ({reason})") from None
 
 
 def save_mask(path: str | Path, hole_mask: np.ndarray) -> None:

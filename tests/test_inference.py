@@ -207,3 +207,29 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
     if before is not None:
         assert image_arg.read_bytes() == before
+
+
+def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
+    """Holes thicker than the training range are filled at a scale where they fit it."""
+    from core.inference import hole_radius
+
+    hole = np.zeros((40, 40), bool)
+    hole[10:30, 5:35] = True  # 20 rows thick: radius 10
+    assert hole_radius(hole, limit=100) == 10
+    assert hole_radius(hole, limit=3) == 3
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=512,
+                    max_hole_radius=16)
+    calls = []
+    original = inp._run
+    inp._run = lambda rgb, h, n: calls.append(rgb.shape) or original(rgb, h, n)
+    image = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
+    big = np.zeros((512, 512), bool)
+    big[128:384, 128:384] = True  # radius 128 >> 16: shrink, but not below 128 px
+    result = inp.inpaint(image, big)
+    assert calls == [(128, 128, 3)]
+    assert np.array_equal(result.composite[~big], image[~big])
+    calls.clear()
+    thin = np.zeros((512, 512), bool)
+    thin[100:110, 50:450] = True  # radius 5: native resolution
+    inp.inpaint(image, thin)
+    assert calls == [(512, 512, 3)]

@@ -45,7 +45,8 @@ def test_inpaint_fills_both_previews_and_keeps_the_photo_outside_the_hole(window
     document.edit_mask(hole, "hole")
     assert window.raw_panel.view.pixmap is None and window.composite_panel.view.pixmap is None
 
-    window.activateWindow()
+    window.activateWindow()  # shortcuts only reach the active window
+    qtbot.waitUntil(window.isActiveWindow, timeout=5_000)
     qtbot.keyClick(window.canvas, Qt.Key.Key_Return, Qt.KeyboardModifier.ControlModifier)
     assert window.is_running or window.has_current_result  # Ctrl+Enter started it
     qtbot.waitUntil(lambda: window.has_current_result, timeout=20_000)
@@ -189,7 +190,7 @@ def test_a_newer_request_supersedes_an_older_one(window, qtbot):
     first = window.run_inpaint()
     document.edit_mask(square_hole(document.photo.shape[:2], 50, 60, 20), "second hole")
     second = window.run_inpaint()
-    qtbot.waitUntil(lambda: window.has_current_result, timeout=20_000)
+    qtbot.waitUntil(lambda: window.has_current_result and second in emitted, timeout=20_000)
     assert window.result is emitted[second]
     assert first not in emitted or emitted[first] is not window.result
     hole = document.hole_mask
