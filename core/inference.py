@@ -178,6 +178,23 @@ def hole_radius(hole: np.ndarray, limit: int) -> int:
     return radius
 
 
+def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int | None:
+    """An integer inference setting stored in a checkpoint (None when absent or 0); a value
+    that is not a whole number in [lo, hi] comes from a damaged or hostile file."""
+    value = payload.get(key)
+    if value is None or (not isinstance(value, str) and value == 0):
+        return None
+    try:
+        number = int(value)
+    except (TypeError, ValueError, OverflowError):
+        number = None
+    if number is None or number != value and str(number) != str(value).strip():
+        raise CheckpointError(f"{path}: bad {key} {str(value)[:40]!r} in the checkpoint")
+    if not lo <= number <= hi:
+        raise CheckpointError(f"{path}: {key} {number} in the checkpoint is outside {lo}-{hi}")
+    return number
+
+
 class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
 
@@ -209,10 +226,10 @@ class Inpainter:
                     "written by core.train (--checkpoint PATH)"
                 )
         model, payload = model_from_checkpoint(path)
-        work_size = int(payload.get("work_size", DEFAULT_WORK_SIZE) or DEFAULT_WORK_SIZE)
-        radius = payload.get("max_hole_radius")
+        work_size = _setting(payload, "work_size", path, 16, 16384) or DEFAULT_WORK_SIZE
+        radius = _setting(payload, "max_hole_radius", path, 1, 4096)
         return cls(model, device=device, work_size=work_size, source=str(path),
-                   max_hole_radius=int(radius) if radius else None)
+                   max_hole_radius=radius)
 
     @property
     def device_name(self) -> str:

@@ -327,6 +327,12 @@ class Trainer:
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"], strict=True)
+        was_finetune = bool(payload.get("train_config", {}).get("finetune", False))
+        if self.cfg.finetune and not was_finetune:
+            raise TrainingStopped(
+                f"--resume {self.cfg.resume} is a stage-1 run; start fine-tuning from it with "
+                f"--init {self.cfg.resume} --finetune"
+            )
         if "optimizer" in payload:
             self.optimizer.load_state_dict(payload["optimizer"])
             for group in self.optimizer.param_groups:
@@ -436,10 +442,14 @@ class Trainer:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
         if bad.any():
             names = [t for t, b in zip(LOGGED, bad.tolist()) if b]
+            kept = (
+                f"The last good checkpoint (step {self.last_good_step}) is kept in {self.out}."
+                if (self.out / "latest.pt").exists() or (self.out / "best.pt").exists()
+                else "No checkpoint had been saved yet."
+            )
             raise TrainingStopped(
                 f"loss term '{names[0]}' became NaN/inf at step {self.step + 1}; stopped. "
-                f"The last good checkpoint (step {self.last_good_step}) is kept in {self.out}. "
-                "Try a lower --lr or --amp off.",
+                f"{kept} Try a lower --lr or --amp off.",
                 code=1,
             )
 
@@ -629,7 +639,8 @@ def main(argv: list[str] | None = None) -> None:
         trainer.setup()
         code = trainer.run()
     except TrainingStopped as exc:
-        print(f"error: {exc}", file=sys.stderr, flush=True)
+        if trainer is None or trainer.ddp.main:
+            print(f"error: {exc}", file=sys.stderr, flush=True)
         code = exc.code
     finally:
         if dist.is_available() and dist.is_initialized():

@@ -960,6 +960,36 @@ def test_sigint_while_a_checkpoint_is_written_finishes_it_then_stops(
     assert not _temp_files(out)
 
 
+@pytest.mark.parametrize("kind", ["truncated", "pickled_code"])
+@pytest.mark.parametrize("flag", ["--resume", "--init"])
+def test_training_from_a_bad_checkpoint_is_one_line(tmp_path, train_data, trainer_main, capsys,
+                                                    kind, flag):
+    marker = tmp_path / "pwned"
+    _Payload.target = str(marker)
+    path = (_bad_checkpoint("truncated_pt", tmp_path) if kind == "truncated"
+            else _evil_checkpoint("zip_ckpt", tmp_path))
+    code = trainer_main([*TRAIN, "--data", train_data, "--out", tmp_path / "run",
+                         "--max-steps", "1", flag, path])
+    assert code == 2
+    assert path.name in _one_line(capsys.readouterr().err)
+    assert not marker.exists() and not (tmp_path / "run" / "latest.pt").exists()
+
+
+@pytest.mark.xfail(raises=RuntimeError, strict=True,
+                   reason="core.train --resume builds the model from the file's configuration "
+                   "and loads the weights without core.checkpoint.checked_config: a mismatched "
+                   "checkpoint is a RuntimeError traceback (and a hostile configuration is "
+                   "allocated before it is checked)")
+def test_training_resume_from_a_mismatched_checkpoint_is_one_line(tmp_path, train_data,
+                                                                  trainer_main, capsys):
+    path = _bad_checkpoint("other_width", tmp_path)
+    resumable = tmp_path / "resume.pt"
+    save_checkpoint(resumable, {**load_checkpoint(path), "step": 1})
+    code = trainer_main([*TRAIN, "--data", train_data, "--out", tmp_path / "run",
+                         "--max-steps", "2", "--resume", resumable])
+    assert code == 2 and "resume.pt" in _one_line(capsys.readouterr().err)
+
+
 def test_more_kinds_of_broken_training_photos_are_skipped_with_a_warning(tmp_path, train_data):
     """Beyond tests/test_data.py's garbage/empty files: truncated, bomb, text and HTML."""
     from core.data import BrokenImageWarning, InpaintingDataset, ValidationSet
