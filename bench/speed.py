@@ -14,7 +14,7 @@ and every ratio is PConv / plain at identical settings:
 - training step throughput with the full paper loss (``InpaintingLoss`` with a random-weight
   VGG-16 pool1..pool3, the same loss object for both; the plain network ignores the mask, the
   loss still gets it), Adam, at 256 x 256 batch 16 and 512 x 512 batch 6;
-- peak training memory of two steps of one model set up alone (weights, Adam state, VGG,
+- peak training memory of a training step of one model set up alone (weights, Adam state, VGG,
   inputs, activations, temporaries). CUDA: ``torch.cuda.max_memory_allocated``. CPU: a fresh
   subprocess per configuration resets the kernel's peak-RSS counter after its imports
   (``/proc/self/clear_refs``) and reports VmHWM minus the RSS at that point, i.e. what the
@@ -201,26 +201,42 @@ def synchronize(device: torch.device) -> None:
 
 def interleaved_times(
     fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, repeats: int
-) -> dict[str, list[float]]:
-    """Seconds per call of each function; rounds alternate the order (ABBA) so drift in the
-    machine's load hits both sides alike."""
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """Wall-clock and process-CPU seconds per call of each function. Rounds alternate the
+    order (ABBA) so drift in the machine's load hits both sides alike. On a CPU shared with
+    other jobs the CPU time of a 1-thread run is the steadier measure: it does not count the
+    time the process waited for a core."""
     names = list(fns)
     for _ in range(warmup):
         for name in names:
             fns[name]()
     synchronize(device)
-    times: dict[str, list[float]] = {name: [] for name in names}
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    cpu: dict[str, list[float]] = {name: [] for name in names}
     for r in range(repeats):
         for name in names if r % 2 == 0 else names[::-1]:
             synchronize(device)
-            start = time.perf_counter()
+            start, start_cpu = time.perf_counter(), time.process_time()
             fns[name]()
             synchronize(device)
-            times[name].append(time.perf_counter() - start)
-    return times
+            wall[name].append(time.perf_counter() - start)
+            cpu[name].append(time.process_time() - start_cpu)
+    return wall, cpu
 
 
-def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
+def summarise(
+    times: tuple[dict[str, list[float]], dict[str, list[float]]], device: torch.device
+) -> dict[str, Any]:
+    wall, cpu = times
+    out = _ratios(wall)
+    out["times_s"] = wall
+    if device.type == "cpu":
+        out["cpu_time"] = _ratios(cpu)
+        out["cpu_time"]["times_s"] = cpu
+    return out
+
+
+def _ratios(times: dict[str, list[float]]) -> dict[str, Any]:
     med = {k: statistics.median(v) for k, v in times.items()}
     paired = [a / b for a, b in zip(times["pconv"], times["plain"])]
     return {
@@ -230,7 +246,6 @@ def summarise(times: dict[str, list[float]]) -> dict[str, Any]:
         "ratio_paired_median": statistics.median(paired),
         "ratio_min": min(times["pconv"]) / min(times["plain"]),
         "runs": len(paired),
-        "times_s": times,
     }
 
 
@@ -253,7 +268,7 @@ def bench_inference(
 
         ops[name] = count_ops(run)
         fns[name] = capture_graph(run, device) if variant.graph else run
-    result = summarise(interleaved_times(fns, device, warmup, repeats))
+    result = summarise(interleaved_times(fns, device, warmup, repeats), device)
     result.update(kind="inference", size=size, batch=1, layers=layers, width=width,
                   variant=variant.name, params=param_count(pconv), ops_per_forward=ops)
     del models, fns
@@ -278,21 +293,27 @@ def capture_graph(run: Callable[[], Any], device: torch.device) -> Callable[[], 
 
 
 def count_ops(run: Callable[[], Any]) -> int:
-    """Aten operators one call dispatches, views and no-op dtype casts excluded: on a GPU each
-    one is (at least) a kernel launch."""
+    """Aten operators one call dispatches, views and no-op casts excluded: on a GPU each one
+    is (at least) a kernel launch."""
     from torch.utils._python_dispatch import TorchDispatchMode
 
-    skip = {"view", "_unsafe_view", "as_strided", "detach", "alias", "unsqueeze", "expand",
-            "transpose", "permute", "select", "slice", "t", "to"}
+    views = {"view", "_unsafe_view", "as_strided", "detach", "alias", "unsqueeze", "expand",
+             "transpose", "permute", "select", "slice", "t", "squeeze", "reshape"}
 
     class Counter(TorchDispatchMode):
         n = 0
 
         def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001
-            name = str(func.overloadpacket).removeprefix("aten.")
-            if name not in skip and name.rstrip("_") not in skip:
-                Counter.n += 1
-            return func(*args, **(kwargs or {}))
+            out = func(*args, **(kwargs or {}))
+            name = str(func.overloadpacket).removeprefix("aten.").rstrip("_")
+            if name in views:
+                return out
+            if name == "to" and isinstance(out, torch.Tensor) and args and (
+                out.untyped_storage().data_ptr() == args[0].untyped_storage().data_ptr()
+            ):
+                return out  # a cast to the dtype it already has: no kernel
+            Counter.n += 1
+            return out
 
     with Counter():
         run()
@@ -313,7 +334,7 @@ def make_train_step(
     valid: torch.Tensor,
     variant: Variant,
     device: torch.device,
-) -> Callable[[], None]:
+) -> tuple[Callable[[], None], torch.optim.Optimizer]:
     """One optimisation step exactly like core.train.Trainer.train_step (Adam, paper loss)."""
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4)
@@ -326,7 +347,21 @@ def make_train_step(
         terms["total"].backward()
         optimizer.step()
 
-    return step
+    return step, optimizer
+
+
+def prime_optimizer(optimizer: torch.optim.Optimizer) -> None:
+    """Create Adam's state (as after a first step) without running the network."""
+    params = [p for group in optimizer.param_groups for p in group["params"]]
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    lrs = [group["lr"] for group in optimizer.param_groups]
+    for group in optimizer.param_groups:
+        group["lr"] = 0.0
+    optimizer.step()
+    for group, lr in zip(optimizer.param_groups, lrs):
+        group["lr"] = lr
+    optimizer.zero_grad(set_to_none=True)
 
 
 def bench_training(
@@ -338,12 +373,16 @@ def bench_training(
     image, valid = make_inputs(batch, size, device, variant.channels_last)
     fns = {
         name: make_train_step(variant.prepare(model.to(device)), loss_fn, image, valid, variant,
-                              device)
+                              device)[0]
         for name, model in (("pconv", pconv), ("plain", plain))
     }
-    result = summarise(interleaved_times(fns, device, warmup, repeats))
+    result = summarise(interleaved_times(fns, device, warmup, repeats), device)
     result["images_per_s"] = {k: batch / v for k, v in result["median_s"].items()}
     result["throughput_ratio"] = 1.0 / result["ratio"]
+    if "cpu_time" in result:
+        c = result["cpu_time"]
+        c["images_per_s"] = {k: batch / v for k, v in c["median_s"].items()}
+        c["throughput_ratio"] = 1.0 / c["ratio"]
     result.update(kind="training", size=size, batch=batch, layers=layers, width=width,
                   variant=variant.name, loss="InpaintingLoss + VGG16Features(weights=None)")
     del fns, pconv, plain
@@ -353,9 +392,10 @@ def bench_training(
 
 def train_memory(
     kind: str, size: int, batch: int, width: int, variant: Variant, device: torch.device,
-    steps: int = 2,
+    steps: int = 1,
 ) -> dict[str, Any]:
-    """Peak memory of ``steps`` training steps of one model set up alone (see module doc)."""
+    """Peak memory of a training step of one model set up alone (see module doc); Adam's
+    state is created first, so one step shows the steady-state peak of every later step."""
     _release(device)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -363,7 +403,8 @@ def train_memory(
     loss_fn = make_loss(device)
     model = variant.prepare(build_model(kind, layers_for(size), width).to(device))
     image, valid = make_inputs(batch, size, device, variant.channels_last)
-    step = make_train_step(model, loss_fn, image, valid, variant, device)
+    step, optimizer = make_train_step(model, loss_fn, image, valid, variant, device)
+    prime_optimizer(optimizer)
     setup_rss = _current_rss()
     for _ in range(steps):
         step()
@@ -371,10 +412,10 @@ def train_memory(
     out: dict[str, Any] = {"model": kind, "steps": steps}
     if device.type == "cuda":
         out["peak_bytes"] = torch.cuda.max_memory_allocated(device) - base
-        out["measure"] = "torch.cuda.max_memory_allocated (model alone, 2 steps)"
+        out["measure"] = "torch.cuda.max_memory_allocated, model set up alone"
     else:
         out["setup_rss_bytes"] = setup_rss
-    del step, model, loss_fn, image, valid
+    del step, optimizer, model, loss_fn, image, valid
     _release(device)
     return out
 
@@ -505,7 +546,7 @@ class Settings:
     train_warmup: int
     train_repeats: int
     threads: int
-    memory: bool
+    parts: set[str]
     notes: list[str] = field(default_factory=list)
 
 
@@ -525,7 +566,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--threads", type=int, default=1, help="CPU intra-op threads (default 1)")
     p.add_argument("--no-tf32", action="store_true",
                    help="CUDA fp32 without TF32 (default: TF32 on, as core.train sets it)")
-    p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurement")
+    p.add_argument("--parts", default="inference,training,memory",
+                   help="which measurements to run (comma-separated; default all three)")
+    p.add_argument("--no-memory", action="store_true", help="same as leaving memory out of --parts")
     p.add_argument("--quick", action="store_true", help="tiny settings for a smoke test")
     p.add_argument("--profile", action="store_true",
                    help="print torch.profiler operator tables for inference and exit")
@@ -567,8 +610,11 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         train_warmup=args.warmup if args.warmup is not None else (1 if quick or not cuda else 3),
         train_repeats=args.train_repeats or (1 if quick else (3 if not cuda else 10)),
         threads=args.threads,
-        memory=not args.no_memory,
+        parts=set(args.parts.split(",")) - ({"memory"} if args.no_memory else set()),
     )
+    unknown = settings.parts - {"inference", "training", "memory"}
+    if unknown:
+        p.error(f"unknown --parts {', '.join(sorted(unknown))}")
     return args, settings
 
 
@@ -614,9 +660,15 @@ def _row(result: dict[str, Any]) -> str:
     elif "ops_per_forward" in result:
         ops = result["ops_per_forward"]
         extra = f"  ops {ops['pconv']} vs {ops['plain']}"
-    return (f"{head} pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
+    line = (f"{head} pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
             f"  ratio {result['ratio']:.3f} (paired {result['ratio_paired_median']:.3f},"
             f" min {result['ratio_min']:.3f}){extra}")
+    if "cpu_time" in result:
+        c = result["cpu_time"]
+        line += (f"\n{'':27s} CPU time: pconv {c['median_s']['pconv'] * 1e3:10.2f} ms  plain "
+                 f"{c['median_s']['plain'] * 1e3:10.2f} ms  ratio {c['ratio']:.3f} "
+                 f"(paired {c['ratio_paired_median']:.3f}, min {c['ratio_min']:.3f})")
+    return line
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -644,6 +696,7 @@ def main(argv: list[str] | None = None) -> int:
             "infer_warmup": s.infer_warmup, "infer_repeats": s.infer_repeats,
             "train_warmup": s.train_warmup, "train_repeats": s.train_repeats,
             "threads": s.threads, "quick": args.quick, "argv": sys.argv[1:],
+            "parts": sorted(s.parts),
             "tf32": device.type == "cuda" and not args.no_tf32,
         },
         "inference": [], "training": [], "memory": [],
@@ -672,7 +725,7 @@ def main(argv: list[str] | None = None) -> int:
         report[section].append(r)
         save()
 
-    for variant in s.variants:
+    for variant in s.variants if "inference" in s.parts else []:
         if variant.graph and device.type != "cuda":
             continue
         for size in s.infer_sizes:
@@ -680,7 +733,7 @@ def main(argv: list[str] | None = None) -> int:
                     lambda v=variant, n=size: bench_inference(
                         n, s.width, v, device, s.infer_warmup, s.infer_repeats))
     train_variants = [v for v in s.variants if not v.graph]
-    if s.train_configs and train_variants:
+    if s.train_configs and train_variants and "training" in s.parts:
         loss_fn = make_loss(device)
         for variant in train_variants:
             for size, batch in s.train_configs:
@@ -689,12 +742,12 @@ def main(argv: list[str] | None = None) -> int:
                             n, b, s.width, v, device, s.train_warmup, s.train_repeats, loss_fn))
         del loss_fn
         _release(device)
-        if s.memory:
-            for variant in train_variants:
-                for size, batch in s.train_configs:
-                    attempt("memory", {"variant": variant.name, "size": size, "batch": batch},
-                            lambda v=variant, n=size, b=batch: bench_memory(
-                                n, b, s.width, v, device, s.threads))
+    if s.train_configs and train_variants and "memory" in s.parts:
+        for variant in train_variants:
+            for size, batch in s.train_configs:
+                attempt("memory", {"variant": variant.name, "size": size, "batch": batch},
+                        lambda v=variant, n=size, b=batch: bench_memory(
+                            n, b, s.width, v, device, s.threads))
     save()
     print(f"done in {time.perf_counter() - started:.1f} s"
           + (f"; results in {args.json}" if args.json else ""), flush=True)

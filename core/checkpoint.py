@@ -117,11 +117,12 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
     return {"format": metadata.get("format"), "model": state, "model_config": config, **extra}
 
 
-def checked_config(path: str | Path, payload: dict[str, Any]) -> PConvUNetConfig:
-    """The payload's model configuration, once its weights are known to match it exactly.
+def _checked_model(path: str | Path, payload: dict[str, Any]) -> PConvUNet:
+    """The model the payload's configuration describes, once its weights are known to match.
 
-    The configuration comes from the file: it is compared with the weights on the meta
-    device, so a hostile one cannot allocate gigabytes before it is refused.
+    The configuration comes from the file. Before anything is built, its depth and width are
+    checked against the file's own first and deepest encoder weights, so a hostile one cannot
+    allocate more than the weights that are already in memory.
     """
     state = payload["model"]
     if not isinstance(state, dict) or not all(
@@ -137,10 +138,22 @@ def checked_config(path: str | Path, payload: dict[str, Any]) -> PConvUNetConfig
             )
         if config.in_channels != 3:
             raise ValueError(f"{config.in_channels} input channels; photos have 3")
-        with torch.device("meta"):
-            expected = build_model(config).state_dict()
-    except (TypeError, ValueError, RuntimeError) as exc:
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{path}: bad model configuration ({exc})") from None
+    first = state.get("encoder.0.conv.weight")
+    depth = sum(1 for k in state if k.startswith("encoder.") and k.endswith(".conv.weight"))
+    if first is None or first.dim() != 4 or first.shape[0] != config.width:
+        raise CheckpointError(
+            f"{path}: weights do not match the model (first layer does not have "
+            f"{config.width} channels)"
+        )
+    if depth != config.layers:
+        raise CheckpointError(
+            f"{path}: weights do not match the model ({depth} encoder levels, the "
+            f"configuration says {config.layers})"
+        )
+    model = build_model(config)
+    expected = model.state_dict()
     missing = sorted(set(expected) - set(state))
     unexpected = sorted(set(state) - set(expected))
     wrong = [k for k in expected if k in state and state[k].shape != expected[k].shape]
@@ -150,15 +163,19 @@ def checked_config(path: str | Path, payload: dict[str, Any]) -> PConvUNetConfig
                   f"{wrong[0]} is {tuple(state[wrong[0]].shape)}, the configuration "
                   f"needs {tuple(expected[wrong[0]].shape)}")
         raise CheckpointError(f"{path}: weights do not match the model ({detail})")
-    return config
+    return model
+
+
+def checked_config(path: str | Path, payload: dict[str, Any]) -> PConvUNetConfig:
+    """The payload's model configuration, once its weights are known to match it exactly."""
+    return _checked_model(path, payload).config
 
 
 def model_from_checkpoint(path: str | Path) -> tuple[PConvUNet, dict[str, Any]]:
     """Build the model a checkpoint describes and load its weights strictly."""
     payload = load_checkpoint(path)
-    config = checked_config(path, payload)
+    model = _checked_model(path, payload)
     state = payload["model"]
-    model = build_model(config)
     state = {k: (v.float() if v.is_floating_point() else v) for k, v in state.items()}
     try:
         model.load_state_dict(state, strict=True)

@@ -179,20 +179,20 @@ def hole_radius(hole: np.ndarray, limit: int) -> int:
 
 
 def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int | None:
-    """An integer inference setting stored in a checkpoint (None when absent or 0); a value
-    that is not a whole number in [lo, hi] comes from a damaged or hostile file."""
+    """An integer inference setting stored in a checkpoint (None when absent or 0); anything
+    but a whole number in [lo, hi] comes from a damaged or hostile file."""
     value = payload.get(key)
-    if value is None or (not isinstance(value, str) and value == 0):
+    if value is None:
         return None
-    try:
-        number = int(value)
-    except (TypeError, ValueError, OverflowError):
-        number = None
-    if number is None or number != value and str(number) != str(value).strip():
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int):
         raise CheckpointError(f"{path}: bad {key} {str(value)[:40]!r} in the checkpoint")
-    if not lo <= number <= hi:
-        raise CheckpointError(f"{path}: {key} {number} in the checkpoint is outside {lo}-{hi}")
-    return number
+    if value == 0:
+        return None
+    if not lo <= value <= hi:
+        raise CheckpointError(f"{path}: {key} {value} in the checkpoint is outside {lo}-{hi}")
+    return value
 
 
 class Inpainter:

@@ -25,7 +25,13 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint, save_model_file
+from core.checkpoint import (
+    CheckpointError,
+    checked_config,
+    load_checkpoint,
+    save_checkpoint,
+    save_model_file,
+)
 from core.losses import TERMS, InpaintingLoss, LossWeights
 from core.model import PConvUNet, PConvUNetConfig, build_model
 
@@ -292,12 +298,15 @@ class Trainer:
         self.model: PConvUNet = build_model(model_config).to(self.device)
         if cfg.init and not cfg.resume:
             init = self._load(cfg.init)
-            try:
-                self.model.load_state_dict(
-                    {k: v.float() if v.is_floating_point() else v
-                     for k, v in init["model"].items()}, strict=True)
-            except RuntimeError as exc:
-                raise TrainingStopped(f"--init {cfg.init}: weights do not match ({exc})") from None
+            if PConvUNetConfig.from_dict(init["model_config"]) != model_config:
+                raise TrainingStopped(
+                    f"--init {cfg.init}: its model {init['model_config']} differs from "
+                    f"--layers {model_config.layers} --width {model_config.width}"
+                )
+            self.model.load_state_dict(
+                {k: v.float() if v.is_floating_point() else v for k, v in init["model"].items()},
+                strict=True,
+            )
         if cfg.finetune:
             self.model.freeze_encoder_bn()
         if cfg.channels_last:
@@ -320,10 +329,13 @@ class Trainer:
             self._open_logs()
 
     def _load(self, path: str) -> dict[str, Any]:
+        """A checkpoint whose weights are known to match its configuration, or a clear stop."""
         try:
-            return load_checkpoint(path)
+            payload = load_checkpoint(path)
+            payload["model_config"] = checked_config(path, payload).to_dict()
         except CheckpointError as exc:
             raise TrainingStopped(str(exc)) from None
+        return payload
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"], strict=True)
@@ -403,7 +415,14 @@ class Trainer:
 
     def save(self, name: str) -> Path:
         path = self.out / name
-        save_checkpoint(path, self.payload())
+        try:
+            save_checkpoint(path, self.payload())
+        except OSError as exc:
+            raise TrainingStopped(
+                f"cannot write {path}: {exc.strerror or exc}; the last good checkpoint "
+                f"(step {self.last_good_step}) is kept in {self.out}",
+                code=1,
+            ) from None
         self.last_good_step = self.step
         return path
 
@@ -478,31 +497,33 @@ class Trainer:
         count = 0
         data_iter = iter(self.loader)
         reason = "max steps reached"
-        while self.step < cfg.max_steps:
-            if self._should_stop(start):
-                reason = "time limit reached" if self.stop_signal is None else "signal"
-                break
-            batch = next(data_iter)
-            sums += self.train_step(batch)
-            count += 1
-            self.step += 1
-            if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
-                means = dict(zip(LOGGED, (sums / count).tolist()))
-                if self.ddp.main:
-                    self._log_scalars(means, start, start_step)
-                    if bar is not None:
-                        bar.set_postfix(loss=f"{means['total']:.4f}")
-                sums.zero_()
-                count = 0
+        try:
+            while self.step < cfg.max_steps:
+                if self._should_stop(start):
+                    reason = "time limit reached" if self.stop_signal is None else "signal"
+                    break
+                batch = next(data_iter)
+                sums += self.train_step(batch)
+                count += 1
+                self.step += 1
+                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                    means = dict(zip(LOGGED, (sums / count).tolist()))
+                    if self.ddp.main:
+                        self._log_scalars(means, start, start_step)
+                        if bar is not None:
+                            bar.set_postfix(loss=f"{means['total']:.4f}")
+                    sums.zero_()
+                    count = 0
+                if bar is not None:
+                    bar.update(1)
+                if self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0:
+                    self.validate()
+                    self.net.train()
+                if self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0:
+                    self.save("latest.pt")
+        finally:
             if bar is not None:
-                bar.update(1)
-            if self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0:
-                self.validate()
-                self.net.train()
-            if self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0:
-                self.save("latest.pt")
-        if bar is not None:
-            bar.close()
+                bar.close()
         code = 0
         if self.ddp.main:
             if self.stop_signal is not None:

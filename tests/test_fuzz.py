@@ -150,13 +150,19 @@ def _check(inpainter: Inpainter, image: np.ndarray, mask: np.ndarray, h: int, w:
        layout=st.sampled_from(["hw3", "hw3", "hw", "hw1", "hw4", "flipped", "transposed"]),
        mask_dtype=st.sampled_from(MASK_DTYPES),
        pattern=st.sampled_from(["dots", "rect", "dense", "soft", "dots", "rect", "empty"]),
-       flip_mask=st.booleans())
+       flip_mask=st.booleans(), max_hole_radius=st.sampled_from([None, 1, 3]))
 def test_inpaint_valid_inputs_keep_size_and_exact_composite(inpainter, h, w, seed, layout,
-                                                           mask_dtype, pattern, flip_mask):
+                                                           mask_dtype, pattern, flip_mask,
+                                                           max_hole_radius):
+    """Also with the coarse pass for thick holes (max_hole_radius, as the shipped model)."""
     rng = np.random.default_rng(seed)
     image = _image(rng, h, w, layout, np.uint8)
     mask = _mask(rng, (h, w), mask_dtype, pattern)
-    event(_check(inpainter, image, mask[::-1] if flip_mask else mask, h, w))
+    inpainter.max_hole_radius = max_hole_radius
+    try:
+        event(_check(inpainter, image, mask[::-1] if flip_mask else mask, h, w))
+    finally:
+        inpainter.max_hole_radius = None
 
 
 @FUZZ

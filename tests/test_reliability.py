@@ -503,11 +503,12 @@ def _bad_checkpoint(kind: str, folder: Path) -> Path:
     save_model_file(good_st, model, half=False)
     st = good_st.read_bytes()
 
-    def st_file(name: str, cfg: object, tensors: dict = state) -> Path:
+    def st_file(name: str, cfg: object, tensors: dict = state, extra: dict | None = None) -> Path:
         import json
 
         path = folder / name
-        path.write_bytes(save_safetensors(tensors, metadata={"model_config": json.dumps(cfg)}))
+        metadata = {"model_config": json.dumps(cfg), "extra": json.dumps(extra or {})}
+        path.write_bytes(save_safetensors(tensors, metadata=metadata))
         return path
 
     if kind == "truncated_pt":
@@ -542,6 +543,10 @@ def _bad_checkpoint(kind: str, folder: Path) -> Path:
     if kind == "nan_weights":
         return st_file("nan.safetensors", config,
                        {**state, "encoder.0.conv.weight": state["encoder.0.conv.weight"] * np.nan})
+    if kind == "bad_work_size":  # inference settings come from the file too
+        return st_file("worksize.safetensors", config, extra={"work_size": "all of it"})
+    if kind == "negative_hole_radius":
+        return st_file("radius.safetensors", config, extra={"max_hole_radius": -5})
     if kind == "not_tensors":
         save_checkpoint(folder / "ints.pt", {"model": {k: 1 for k in state},
                                              "model_config": config})
@@ -567,7 +572,8 @@ def _largest_zip_member_offset(path: Path) -> int:
 
 BAD_CHECKPOINTS = ["truncated_pt", "flipped_bytes_pt", "truncated_safetensors", "empty", "text",
                    "header_too_large", "other_width", "huge_config", "negative_width",
-                   "too_deep", "nan_weights", "not_tensors", "no_config"]
+                   "too_deep", "nan_weights", "bad_work_size", "negative_hole_radius",
+                   "not_tensors", "no_config"]
 
 
 @pytest.mark.parametrize("kind", BAD_CHECKPOINTS)
@@ -871,10 +877,9 @@ def _run_until_disk_full(tmp_path, train_data, trainer_main, monkeypatch) -> _Fa
     try:
         code = trainer_main([*TRAIN, "--data", train_data, "--out", out, "--max-steps", "4",
                              "--save-every", "1"])
-    except OSError as exc:  # today: the error escapes core.train.main (see the xfail below)
-        assert exc.errno == errno.ENOSPC
-    else:
-        assert code != 0
+    except OSError as exc:  # pragma: no cover - must not escape core.train.main
+        raise AssertionError(f"OSError escaped core.train: {exc}") from None
+    assert code == 1
     monkeypatch.setattr(core.atomic, "os", os)
     return fake
 
@@ -895,10 +900,6 @@ def test_training_disk_full_keeps_the_last_good_checkpoint_and_resume_continues(
     assert {float(s["step"]) for s in payload["optimizer"]["state"].values()} == {3.0}
 
 
-@pytest.mark.xfail(raises=OSError, strict=True,
-                   reason="core.train lets OSError from Trainer.save escape main() as a "
-                   "traceback; it should stop with one line naming latest.pt and the last "
-                   "good step (TrainingStopped, exit 1)")
 def test_training_disk_full_is_a_one_line_error(tmp_path, train_data, trainer_main,
                                                 monkeypatch, capsys):
     if not Path("/dev/full").exists():
@@ -975,11 +976,6 @@ def test_training_from_a_bad_checkpoint_is_one_line(tmp_path, train_data, traine
     assert not marker.exists() and not (tmp_path / "run" / "latest.pt").exists()
 
 
-@pytest.mark.xfail(raises=RuntimeError, strict=True,
-                   reason="core.train --resume builds the model from the file's configuration "
-                   "and loads the weights without core.checkpoint.checked_config: a mismatched "
-                   "checkpoint is a RuntimeError traceback (and a hostile configuration is "
-                   "allocated before it is checked)")
 def test_training_resume_from_a_mismatched_checkpoint_is_one_line(tmp_path, train_data,
                                                                   trainer_main, capsys):
     path = _bad_checkpoint("other_width", tmp_path)
