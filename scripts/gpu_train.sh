@@ -2,7 +2,7 @@
 # Runs ON the GPU machine (device tool), from the repository root, after scripts/gpu_pack.sh:
 # trains the candidate settings side by side on the one GPU for the same wall time, exports
 # each best model as fp16 safetensors, and packs models, logs and sample grids into
-# <= 16 MB pieces under $OUT.
+# <= 16 MB pieces: the first four under $OUT, any others for scripts/gpu_fetch_rest.sh.
 #   MINUTES=7 scripts/gpu_train.sh
 # Environment: MINUTES (training time), BATCH (16), SIZE (256), SMOKE_STEPS (5), OUT.
 set -uo pipefail
@@ -61,6 +61,9 @@ for name in "${!extra[@]}"; do
 done
 cp "$runs/gpu_util.csv" /tmp/pack/ 2>/dev/null
 tar -C /tmp/pack -cf /tmp/results.tar .
-split -b 16000000 -d /tmp/results.tar "$out/results.tar.part-"
-ls -la "$out"
+# Only 64 MiB come back from one call: the first 64 MB now, the rest with a second call on the
+# still-warm machine: `bash scripts/gpu_fetch_rest.sh` (then cat all parts in order | tar x).
+split -b 16000000 -d -a 2 /tmp/results.tar /tmp/results.tar.part-
+mv /tmp/results.tar.part-0[0-3] "$out/" 2>/dev/null
+ls -la "$out"; ls /tmp/results.tar.part-* 2>/dev/null && echo "MORE PARTS: run scripts/gpu_fetch_rest.sh now"
 exit $status
