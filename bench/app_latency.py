@@ -11,13 +11,15 @@ runs on the CPU; the time is the ``inpaint()`` call (model loading excluded), me
 
 Part 2, GUI stall: the app's own worker (``desktop_app.worker.InpaintService``: a QObject in a
 QThread, the model loaded through its ``load_model`` slot) runs the same job while the GUI
-thread runs a 10 ms ``QTimer``; the longest gap between ticks beyond the 10 ms period is the
-longest stall of the event loop. The job is submitted from inside the event loop, so the
-GUI-side copy that ``submit`` makes is counted too. An idle second before the job gives the
-machine's own scheduling noise for comparison.
+thread runs a 10 ms ``QTimer``; the longest gap between two ticks bounds the longest stall of
+the event loop from above (a block of B ms shows as a gap of B to B + 10 ms); the verdict uses
+that gap, and ``max_stall_ms`` (gap minus the period) is reported too. The job is submitted
+from inside the event loop, so the GUI-side copy that ``submit`` makes is counted too. An idle
+second before the job gives the machine's own scheduling noise for comparison.
 
-The model is the shipped one (``resources/model``) when present, else a random-weight
-PConvUNet(layers=8, width=64) of the same architecture: speed does not depend on the weights.
+The model is the shipped one (``resources/model``) when present (``--model random`` overrides),
+else a random-weight PConvUNet(layers=8, width=64), the paper's network: speed does not depend
+on the weights, only on the architecture and the work size stored with the model.
 """
 
 from __future__ import annotations
@@ -256,11 +258,12 @@ def gui_stall(
         "threads": threads,
         "job_s": end - probe.state["submitted"],
         "submit_call_ms": (probe.state["submit_returned"] - probe.state["submitted"]) * 1e3,
+        "max_gap_ms": busy["max_gap_ms"],
         "max_stall_ms": busy["max_stall_ms"],
         "p99_gap_ms": busy["p99_gap_ms"],
         "stalls_over_50ms": busy["over_50"],
         "ticks": busy["ticks"],
-        "idle_max_stall_ms": idle["max_stall_ms"],
+        "idle_max_gap_ms": idle["max_gap_ms"],
         "idle_p99_gap_ms": idle["p99_gap_ms"],
         "qt_app": type(app).__name__,
     }
@@ -268,11 +271,12 @@ def gui_stall(
 
 def _gaps(ticks: list[float]) -> dict[str, Any]:
     if len(ticks) < 2:
-        return {"max_stall_ms": float("nan"), "p99_gap_ms": float("nan"), "over_50": 0,
-                "ticks": len(ticks)}
+        return {"max_gap_ms": float("nan"), "max_stall_ms": float("nan"),
+                "p99_gap_ms": float("nan"), "over_50": 0, "ticks": len(ticks)}
     gaps = np.diff(np.asarray(ticks)) * 1e3
     stalls = gaps - TIMER_MS
     return {
+        "max_gap_ms": float(gaps.max()),
         "max_stall_ms": float(stalls.max()),
         "p99_gap_ms": float(np.percentile(gaps, 99)),
         "over_50": int((stalls > 50).sum()),
@@ -350,11 +354,11 @@ def main(argv: list[str] | None = None) -> int:
                     r = gui_stall(path, photo, hole, n)
                     r["layout"] = name
                     report["gui"].append(r)
-                    verdict = "meets" if r["max_stall_ms"] <= 50 else "misses"
-                    print(f"gui        {name:9s} threads {n}: longest stall "
-                          f"{r['max_stall_ms']:.1f} ms (p99 gap {r['p99_gap_ms']:.1f} ms, "
-                          f"{r['stalls_over_50ms']} over 50 ms; idle max "
-                          f"{r['idle_max_stall_ms']:.1f} ms); submit {r['submit_call_ms']:.1f}"
+                    verdict = "meets" if r["max_gap_ms"] <= 50 else "misses"
+                    print(f"gui        {name:9s} threads {n}: longest tick gap "
+                          f"{r['max_gap_ms']:.1f} ms (p99 {r['p99_gap_ms']:.1f} ms, "
+                          f"{r['stalls_over_50ms']} stall(s) over 50 ms; idle max gap "
+                          f"{r['idle_max_gap_ms']:.1f} ms); submit {r['submit_call_ms']:.1f}"
                           f" ms; job {r['job_s']:.2f} s; {verdict} the 50 ms target",
                           flush=True)
     if args.json:

@@ -606,9 +606,9 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
         train_configs=[(int(s), int(b)) for s, b in train],
         width=args.width or (16 if quick else 64),
         infer_warmup=args.warmup if args.warmup is not None else (1 if quick or not cuda else 10),
-        infer_repeats=args.repeats or (2 if quick else (7 if not cuda else 50)),
+        infer_repeats=args.repeats or (2 if quick else (7 if not cuda else 30)),
         train_warmup=args.warmup if args.warmup is not None else (1 if quick or not cuda else 3),
-        train_repeats=args.train_repeats or (1 if quick else (3 if not cuda else 10)),
+        train_repeats=args.train_repeats or (1 if quick else (3 if not cuda else 5)),
         threads=args.threads,
         parts=set(args.parts.split(",")) - ({"memory"} if args.no_memory else set()),
     )
@@ -714,6 +714,7 @@ def main(argv: list[str] | None = None) -> int:
 
     def attempt(section: str, what: dict[str, Any], fn: Callable[[], dict[str, Any]]) -> None:
         """Run one row; a failure (say, out of memory) is recorded and the run goes on."""
+        row_start = time.perf_counter()
         try:
             r = fn()
         except Exception as exc:  # noqa: BLE001 - recorded in the JSON, printed, run continues
@@ -722,6 +723,8 @@ def main(argv: list[str] | None = None) -> int:
             _release(device)
         else:
             print(_row(r), flush=True)
+        r["row_s"] = time.perf_counter() - row_start
+        r["at_s"] = time.perf_counter() - started
         report[section].append(r)
         save()
 

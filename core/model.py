@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from core.pconv import PartialConv2d
+from core.pconv import PartialConv2d, scale_and_mask
 
 ENCODER_KERNELS = (7, 5, 5)  # then 3 for every deeper layer
 
@@ -74,6 +74,11 @@ class PConvUNet(nn.Module):
             self.decoder_bn.append(nn.BatchNorm2d(out_ch) if level > 0 else nn.Identity())
             self.decoder_widths.append((up, skips[level]))
             up = out_ch
+        for i, (layer, (up_w, skip_w)) in enumerate(zip(self.decoder, self.decoder_widths)):
+            box = layer._box_kernel
+            self.register_buffer(
+                f"_decoder_box_{i}", torch.cat([box * up_w, box * skip_w], dim=1), persistent=False
+            )
         self._encoder_bn_frozen = False
         self.reset_parameters()
 
@@ -112,22 +117,31 @@ class PConvUNet(nn.Module):
     # -- forward ---------------------------------------------------------------------------
     @torch.no_grad()
     def mask_pyramid(self, valid_mask: torch.Tensor) -> list[tuple[torch.Tensor, torch.Tensor]]:
-        """(scale, new_mask) for every layer, encoder first, from the input mask alone."""
-        masks = [valid_mask if valid_mask.dtype == torch.float64 else valid_mask.float()]
-        plan: list[tuple[torch.Tensor, torch.Tensor]] = []
-        for layer in self.encoder:
-            scale, new_mask = layer.mask_update(masks[-1] * layer.in_channels)
-            plan.append((scale, new_mask))
-            masks.append(new_mask)
-        deep = masks[-1]
-        for i, layer in enumerate(self.decoder):
-            skip = masks[self.layers - 1 - i]
-            up_width, skip_width = self.decoder_widths[i]
-            count = F.interpolate(deep, scale_factor=2.0, mode="nearest") * up_width
-            count = count + skip * skip_width
-            scale, new_mask = layer.mask_update(count)
-            plan.append((scale, new_mask))
-            deep = new_mask
+        """(scale, new_mask) for every layer, encoder first, from the input mask alone.
+
+        Encoder: window_size / (C_in * boxsum(m)) is computed as (k * k) / boxsum(m) (equal,
+        both correctly rounded). Decoder: the weighted count up_width * up(m) + skip_width * m
+        and its box sum are one 2-channel convolution with weights (up_width, skip_width)."""
+        dtype = torch.float64 if valid_mask.dtype == torch.float64 else torch.float32
+        with torch.autocast(device_type=valid_mask.device.type, enabled=False):
+            masks = [valid_mask.to(dtype)]
+            plan: list[tuple[torch.Tensor, torch.Tensor]] = []
+            for layer in self.encoder:
+                window_sum = F.conv2d(masks[-1], layer._box_kernel.to(dtype),
+                                      stride=layer.stride, padding=layer.padding)
+                kh, kw = layer.kernel_size
+                scale, new_mask = scale_and_mask(window_sum, kh * kw)
+                plan.append((scale, new_mask))
+                masks.append(new_mask)
+            deep = masks[-1]
+            for i, layer in enumerate(self.decoder):
+                skip = masks[self.layers - 1 - i]
+                pair = torch.cat([F.interpolate(deep, scale_factor=2.0, mode="nearest"), skip], 1)
+                kernel = getattr(self, f"_decoder_box_{i}").to(dtype)
+                window_sum = F.conv2d(pair, kernel, stride=layer.stride, padding=layer.padding)
+                scale, new_mask = scale_and_mask(window_sum, layer.window_size)
+                plan.append((scale, new_mask))
+                deep = new_mask
         return plan
 
     def check_input(self, image: torch.Tensor, valid_mask: torch.Tensor) -> None:
@@ -156,18 +170,24 @@ class PConvUNet(nn.Module):
         h = features[0]
         for i, (layer, bn) in enumerate(zip(self.encoder, self.encoder_bn)):
             scale, new_mask = plan[i]
-            h = F.relu(bn(layer.convolve(h, scale, new_mask)))
-            h = h * new_mask.to(h.dtype)
+            has_bn = isinstance(bn, nn.BatchNorm2d)
+            # In training BN's batch statistics need the exact zeros at holes; in eval BN is a
+            # per-channel affine map and the multiply below restores them.
+            h = layer.convolve(h, scale, new_mask, zero_holes=self.training or not has_bn)
+            if has_bn:
+                h = bn(h) * new_mask.to(h.dtype)  # relu(z) * m == relu(z * m) for m in {0, 1}
+            h = F.relu_(h)
             features.append(h)
         out = features[-1]
         for i, (layer, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
             scale, new_mask = plan[self.layers + i]
             skip = features[self.layers - 1 - i]
             up = F.interpolate(out, scale_factor=2.0, mode="nearest")
-            out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask)
-            if i < self.layers - 1:
-                out = F.leaky_relu(bn(out), 0.2)
-                out = out * new_mask.to(out.dtype)
+            last = i == self.layers - 1
+            out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask,
+                                 zero_holes=self.training or last)
+            if not last:
+                out = F.leaky_relu_(bn(out) * new_mask.to(out.dtype), 0.2)
         return out
 
 

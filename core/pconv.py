@@ -28,6 +28,17 @@ def _exact_dtype(t: torch.Tensor) -> torch.Tensor:
     return t if t.dtype == torch.float64 else t.float()
 
 
+def scale_and_mask(
+    window_sum: torch.Tensor, numerator: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``numerator / window_sum`` where the window holds a valid value, else 0; and the mask.
+    Four kernels: compare, cast, divide (by a CPU scalar tensor: no fill), select."""
+    valid = window_sum > 0.5
+    new_mask = valid.to(window_sum.dtype)
+    quotient = torch.div(torch.tensor(float(numerator), dtype=window_sum.dtype), window_sum)
+    return torch.where(valid, quotient, 0.0), new_mask
+
+
 class PartialConv2d(nn.Module):
     """A 2-D partial convolution; ``forward(x, valid_mask) -> (y, new_valid_mask)``."""
 
@@ -71,9 +82,7 @@ class PartialConv2d(nn.Module):
             window_sum = F.conv2d(
                 count, self._box_kernel.to(count.dtype), stride=self.stride, padding=self.padding
             )
-            new_mask = (window_sum > 0.5).to(count.dtype)
-            scale = self.window_size / window_sum.clamp(min=1.0) * new_mask
-        return scale, new_mask
+            return scale_and_mask(window_sum, self.window_size)
 
     def valid_count(self, valid_mask: torch.Tensor) -> torch.Tensor:
         """Per-pixel number of valid input channels for a (N, 1|C_in, H, W) mask."""
@@ -89,14 +98,25 @@ class PartialConv2d(nn.Module):
 
     # -- feature path ----------------------------------------------------------------------
     def convolve(
-        self, masked_x: torch.Tensor, scale: torch.Tensor, new_mask: torch.Tensor
+        self,
+        masked_x: torch.Tensor,
+        scale: torch.Tensor,
+        new_mask: torch.Tensor,
+        zero_holes: bool = True,
     ) -> torch.Tensor:
-        """Convolve features already multiplied by their mask and apply the re-weighting."""
+        """Convolve features already multiplied by their mask and apply the re-weighting.
+
+        raw * scale + b * m is computed as (raw * scale + b) * m (scale is 0 wherever m is 0):
+        one fused addcmul and one in-place multiply, no full-size bias * mask temporary.
+        ``zero_holes=False`` skips the multiply, leaving b in all-hole windows: only for a
+        caller that multiplies by the mask again before anything mixes pixels or channels'
+        statistics (the model in eval mode, where BatchNorm is a per-channel affine map)."""
         raw = self.conv(masked_x)
-        out = raw * scale.to(raw.dtype)
-        if self.bias is not None:
-            out = out + self.bias.to(raw.dtype).view(1, -1, 1, 1) * new_mask.to(raw.dtype)
-        return out
+        scale = scale.to(raw.dtype)
+        if self.bias is None:
+            return raw * scale
+        out = torch.addcmul(self.bias.to(raw.dtype).view(1, -1, 1, 1), raw, scale)
+        return out.mul_(new_mask.to(raw.dtype)) if zero_holes else out
 
     def forward(
         self, x: torch.Tensor, valid_mask: torch.Tensor

@@ -55,14 +55,16 @@ def test_paper_architecture_8_levels():
     assert len(PConvUNet(layers=7).encoder) == 7
 
 
-def test_whole_model_equals_multichannel_definition():
+@pytest.mark.parametrize("training", [False, True])
+def test_whole_model_equals_multichannel_definition(training):
+    """Eval mode (fast path without the pre-BN multiply) and training mode (batch stats)."""
     torch.manual_seed(0)
     model = PConvUNet(layers=4, width=4).double()
     _randomise_bn(model)
     for layer in model.modules():
         if hasattr(layer, "bias") and isinstance(layer.bias, torch.nn.Parameter):
             torch.nn.init.normal_(layer.bias, std=0.2)
-    model.eval()
+    model.train(training)
     image = torch.rand(2, 3, 32, 48, dtype=torch.float64)
     valid = (torch.rand(2, 1, 32, 48) > 0.4).double()
     valid[1, :, 4:28, 4:40] = 0
