@@ -153,11 +153,13 @@ def _expand(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
     return lo, hi
 
 
-def _resize_rgb(arr: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize (H, W, 3) uint8 to (width, height) = size with a quality filter."""
+def _resize_rgb(
+    arr: np.ndarray, size: tuple[int, int], resample: int = Image.Resampling.LANCZOS
+) -> np.ndarray:
+    """Resize (H, W, 3) uint8 to (width, height) = size."""
     if (arr.shape[1], arr.shape[0]) == size:
         return arr
-    return np.asarray(Image.fromarray(arr).resize(size, Image.Resampling.LANCZOS))
+    return np.asarray(Image.fromarray(arr).resize(size, resample))
 
 
 def _downscale_holes(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
@@ -226,7 +228,8 @@ class Inpainter:
                     "written by core.train (--checkpoint PATH)"
                 )
         model, payload = model_from_checkpoint(path)
-        work_size = _setting(payload, "work_size", path, 16, 16384) or DEFAULT_WORK_SIZE
+        # Capped: one network pass must stay short enough to cancel and to close the app.
+        work_size = _setting(payload, "work_size", path, 16, 2048) or DEFAULT_WORK_SIZE
         radius = _setting(payload, "max_hole_radius", path, 1, 4096)
         return cls(model, device=device, work_size=work_size, source=str(path),
                    max_hole_radius=radius)
@@ -307,11 +310,17 @@ class Inpainter:
                 if shrink < 1.0:
                     size = (max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink)))
                     small_hole = _downscale_holes(crop_hole, size)
-        small_rgb = _resize_rgb(crop_rgb, size)
+        # BOX: the same footprint as _downscale_holes, so no pixel marked known carries any
+        # colour from inside the hole (a wider filter such as LANCZOS would leak it).
+        small_rgb = _resize_rgb(crop_rgb, size, Image.Resampling.BOX)
         out = self._run(small_rgb, small_hole, notices)
         out = _resize_rgb(out, (cw, ch))
+        # Paste only this cluster's holes: another cluster inside the crop is filled from its
+        # own, better-centred crop.
+        own = np.zeros_like(crop_hole)
+        own[top - t : bottom - t, left - lft : right - lft] = True
         region = raw[t:b, lft:rgt]
-        np.copyto(region, out, where=crop_hole[..., None])
+        np.copyto(region, out, where=(crop_hole & own)[..., None])
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str]) -> np.ndarray:
         """Pad to a multiple of 2**layers (mirrored), run the network, crop back."""

@@ -233,3 +233,33 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
     thin[100:110, 50:450] = True  # radius 5: native resolution
     inp.inpaint(image, thin)
     assert calls == [(512, 512, 3)]
+
+
+def test_downscaled_crop_ignores_hole_values(rng):
+    """A crop larger than the working size is shrunk; hole colours must not leak into it."""
+    torch.manual_seed(3)
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=64)
+    yy, xx = np.mgrid[0:300, 0:300]
+    image = np.stack([yy % 256, xx % 256, (yy + xx) % 256], axis=-1).astype(np.uint8)
+    hole = np.zeros((300, 300), bool)
+    hole[80:220, 90:230] = True  # crop > 64: downscaled
+    other = image.copy()
+    other[hole] = rng.integers(0, 256, (int(hole.sum()), 3), dtype=np.uint8)
+    a = inp.inpaint(image, hole).composite
+    b = inp.inpaint(other, hole).composite
+    assert np.array_equal(a, b)
+
+
+def test_each_cluster_pastes_only_its_own_holes(rng):
+    """A later cluster whose crop covers an earlier one must not overwrite that fill."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=128)
+    values = iter([10, 200])
+    inp._run = lambda rgb, hole, notices: np.full(rgb.shape, next(values), np.uint8)
+    image = rng.integers(0, 256, (100, 400, 3), dtype=np.uint8)
+    hole = np.zeros((100, 400), bool)
+    hole[5:10, 112:122] = True  # cluster A: first in scan order
+    hole[60:70, 20:30] = True  # cluster B: its 128 px crop (x 0..128) covers A
+    assert len(hole_clusters(hole, context=32)) == 2
+    result = inp.inpaint(image, hole)
+    assert (result.composite[5:10, 112:122] == 10).all()
+    assert (result.composite[60:70, 20:30] == 200).all()
