@@ -38,6 +38,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image, ImageDraw, ImageFilter
+from speed import cpu_model  # bench/ is sys.path[0] when run as a script
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -285,16 +286,6 @@ def _gaps(ticks: list[float]) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------ main
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="12-MP end-to-end latency and GUI stall (issue #6)")
     p.add_argument("--width", type=int, default=4000)
@@ -316,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     layouts = args.layouts.split(",")
 
     report: dict[str, Any] = {
-        "machine": {"cpu": _cpu_model(), "cpu_count": os.cpu_count(),
+        "machine": {"cpu": cpu_model(), "cpu_count": os.cpu_count(),
                     "torch": torch.__version__, "python": platform.python_version(),
                     "load_average": os.getloadavg()},
         "photo": [args.width, args.height], "hole_fraction": args.hole,
