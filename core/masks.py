@@ -86,26 +86,39 @@ class MaskGenerator:
     ) -> np.ndarray:
         """Add shapes one at a time, rejecting any that overshoot ``hi``, until above ``lo``.
 
-        Works on a Pillow canvas and counts holes with its histogram: a few microseconds a
-        shape, so a data loader worker makes hundreds of masks a second.
+        Each shape is drawn into a copy of only the canvas region its bounding box covers and
+        counted with that region's histogram, so a shape costs in proportion to its own size
+        (the small shapes that approach the target cost microseconds), not the canvas size.
         """
         target = self.rng.uniform(lo, hi)
         total = height * width
         allowed_img = None if allowed.all() else Image.fromarray(allowed.astype(np.uint8) * 255)
         canvas = Image.new("L", (width, height), 0)
+        # Shapes are drawn at canvas coordinates on a blank scratch image (Pillow's polygon
+        # fill is not exactly shift-invariant, so drawing into a small shifted region would
+        # change masks), then only their bounding box is read and cleared again.
+        scratch = Image.new("L", (width, height), 0)
+        scratch_draw = ImageDraw.Draw(scratch)
         count = 0
         scale = math.sqrt(total)
         for _ in range(200):
             ratio = count / total
             if ratio > lo and (ratio >= target or ratio > hi * 0.98):
                 break
-            candidate = canvas.copy()
-            self._shape(ImageDraw.Draw(candidate), height, width, scale, target - ratio)
+            shape = self._shape(height, width, scale, target - ratio)
+            box = _shape_box(shape, width, height)
+            if box is None:  # entirely outside the canvas
+                continue
+            _draw(scratch_draw, shape)
+            before = canvas.crop(box)
+            region = ImageChops.lighter(before, scratch.crop(box))
+            scratch.paste(0, box)
             if allowed_img is not None:
-                candidate = ImageChops.multiply(candidate, allowed_img)
-            new_count = candidate.histogram()[255]
+                region = ImageChops.multiply(region, allowed_img.crop(box))
+            new_count = count + region.histogram()[255] - before.histogram()[255]
             if new_count <= hi * total:
-                canvas, count = candidate, new_count
+                canvas.paste(region, box)
+                count = new_count
         if count > lo * total and self.rng.random() < 0.3:
             radius = int(self.rng.integers(1, max(2, int(scale / 128) + 2)))
             dilated = canvas.filter(ImageFilter.MaxFilter(2 * radius + 1))
@@ -115,40 +128,71 @@ class MaskGenerator:
                 canvas = dilated
         return np.asarray(canvas) > 127
 
-    def _shape(
-        self, draw: ImageDraw.ImageDraw, height: int, width: int, scale: float, remaining: float
-    ) -> None:
+    def _shape(self, height: int, width: int, scale: float, remaining: float) -> list[_Primitive]:
         # Bigger shapes while far from the target, finer ones to approach it.
         size = scale * min(1.0, math.sqrt(max(remaining, 1e-4)) * 1.2)
         if self.rng.random() < 0.7:
-            self._stroke(draw, height, width, size)
-        else:
-            self._blob(draw, height, width, size)
+            return self._stroke(height, width, size)
+        return self._blob(height, width, size)
 
-    def _stroke(self, draw: ImageDraw.ImageDraw, height: int, width: int, size: float) -> None:
+    def _stroke(self, height: int, width: int, size: float) -> list[_Primitive]:
         """A brush stroke: a random walk with smoothly varying direction and width."""
         x, y = self.rng.uniform(0, width), self.rng.uniform(0, height)
         angle = self.rng.uniform(0, 2 * math.pi)
         brush = max(1.0, self.rng.uniform(0.03, 0.12) * size)
+        shape: list[_Primitive] = []
         for _ in range(int(self.rng.integers(3, 10))):
             angle += self.rng.normal(0, 0.6)
             step = self.rng.uniform(0.05, 0.25) * size
             nx, ny = x + step * math.cos(angle), y + step * math.sin(angle)
             brush = min(max(brush * self.rng.uniform(0.7, 1.4), 1.0), 0.2 * size + 1)
-            draw.line([(x, y), (nx, ny)], fill=255, width=max(1, int(round(brush))))
+            shape.append(("line", ((x, y), (nx, ny)), max(1, int(round(brush)))))
             r = brush / 2
-            draw.ellipse([nx - r, ny - r, nx + r, ny + r], fill=255)
+            shape.append(("ellipse", ((nx - r, ny - r), (nx + r, ny + r)), 0))
             x, y = nx, ny
+        return shape
 
-    def _blob(self, draw: ImageDraw.ImageDraw, height: int, width: int, size: float) -> None:
+    def _blob(self, height: int, width: int, size: float) -> list[_Primitive]:
         """An irregular polygon blob (like an occluding object)."""
         cx, cy = self.rng.uniform(0, width), self.rng.uniform(0, height)
         radius = self.rng.uniform(0.05, 0.2) * size
         n = int(self.rng.integers(5, 12))
         angles = np.sort(self.rng.uniform(0, 2 * math.pi, n))
         radii = radius * self.rng.uniform(0.5, 1.3, n)
-        pts = [(cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii)]
-        draw.polygon(pts, fill=255)
+        pts = tuple((cx + r * math.cos(a), cy + r * math.sin(a)) for a, r in zip(angles, radii))
+        return [("polygon", pts, 0)]
+
+
+# A drawing primitive in canvas coordinates: (kind, points, line width).
+_Primitive = tuple[str, tuple[tuple[float, float], ...], int]
+
+
+def _shape_box(
+    shape: list[_Primitive], width: int, height: int
+) -> tuple[int, int, int, int] | None:
+    """The canvas region (left, top, right, bottom) a shape can touch, with a safety margin
+    wide enough for line caps and rasterisation rounding; None when it misses the canvas."""
+    xs = [p[0] for _, points, _ in shape for p in points]
+    ys = [p[1] for _, points, _ in shape for p in points]
+    pad = max(line_width for _, _, line_width in shape) / 2 + 3
+    left = max(0, math.floor(min(xs) - pad))
+    top = max(0, math.floor(min(ys) - pad))
+    right = min(width, math.ceil(max(xs) + pad) + 1)
+    bottom = min(height, math.ceil(max(ys) + pad) + 1)
+    if left >= right or top >= bottom:
+        return None
+    return left, top, right, bottom
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: list[_Primitive]) -> None:
+    for kind, points, line_width in shape:
+        if kind == "line":
+            draw.line(list(points), fill=255, width=line_width)
+        elif kind == "ellipse":
+            (x0, y0), (x1, y1) = points
+            draw.ellipse([x0, y0, x1, y1], fill=255)
+        else:
+            draw.polygon(list(points), fill=255)
 
 
 def _dilate(mask: np.ndarray, radius: int) -> np.ndarray:
