@@ -3,8 +3,11 @@
 # trains the candidate settings side by side on the one GPU for the same wall time, exports
 # each best model as fp16 safetensors, and packs models, logs and sample grids into
 # <= 16 MB pieces: the first four under $OUT, any others for scripts/gpu_fetch_rest.sh.
-#   MINUTES=7 scripts/gpu_train.sh
-# Environment: MINUTES (training time), BATCH (16), SIZE (256), SMOKE_STEPS (5), OUT.
+#   MINUTES=7 scripts/gpu_train.sh                    # both candidates side by side
+#   MINUTES=8 CANDIDATES=pixel scripts/gpu_train.sh   # one candidate gets the whole GPU
+# Environment: MINUTES (training time), CANDIDATES ("pixel effnet"), BATCH (16), SIZE (256),
+# LAYERS (7), WIDTH (64), WORKERS (data workers per candidate: the cores left over, shared),
+# VAL_EVERY (500), SMOKE_STEPS (5), OUT, RUNS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -13,7 +16,9 @@ batch=${BATCH:-16}
 size=${SIZE:-256}
 layers=${LAYERS:-7}
 width=${WIDTH:-64}
-workers=${WORKERS:-7}
+read -r -a candidates <<< "${CANDIDATES:-pixel effnet}"
+cores=$(nproc)
+workers=${WORKERS:-$(( (cores - 2) / ${#candidates[@]} > 1 ? (cores - 2) / ${#candidates[@]} : 1 ))}
 out=${OUT:-/tmp/gpu_out}
 runs=${RUNS:-/tmp/gpu_runs}
 init=()
@@ -25,9 +30,14 @@ declare -A extra=(
   [pixel]="--perceptual none"
   [effnet]="--perceptual effnet-lite0 --backbone-weights .gpu/effnet-lite0.pth"
 )
+for name in "${candidates[@]}"; do
+  [ -n "${extra[$name]:-}" ] || { echo "unknown candidate '$name' (known: ${!extra[*]})"; exit 2; }
+done
+mkdir -p "$runs"
+echo "candidates: ${candidates[*]}; $workers data workers each; $minutes min"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
 # 1. smoke: every candidate runs a few steps, so a broken setting fails in seconds.
-for name in "${!extra[@]}"; do
+for name in "${candidates[@]}"; do
   python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/smoke-$name" \
     --max-steps "${SMOKE_STEPS:-5}" --val-every 0 --workers 2 > "$runs-smoke-$name.log" 2>&1 \
     || { echo "smoke $name FAILED"; tail -30 "$runs-smoke-$name.log"; exit 1; }
@@ -35,25 +45,28 @@ for name in "${!extra[@]}"; do
 done
 # 2. the candidates side by side for the same wall time.
 pids=()
-for name in "${!extra[@]}"; do
+for name in "${candidates[@]}"; do
   python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/$name" \
     --max-steps 10000000 --max-minutes "$minutes" --val-every "${VAL_EVERY:-500}" \
     --export "$runs/$name/model.safetensors" > "$runs/$name.log" 2>&1 &
   pids+=($!)
 done
-nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 60 > "$runs/gpu_util.csv" &
-smi=$!
+smi=
+if command -v nvidia-smi >/dev/null; then
+  nvidia-smi --query-gpu=utilization.gpu,memory.used --format=csv -l 60 > "$runs/gpu_util.csv" &
+  smi=$!
+fi
 status=0
 for pid in "${pids[@]}"; do wait "$pid" || status=1; done
-kill "$smi" 2>/dev/null
-for name in "${!extra[@]}"; do
+[ -n "$smi" ] && kill "$smi" 2>/dev/null
+for name in "${candidates[@]}"; do
   echo "== $name"; grep -E "^training|^done|^exported|^error" "$runs/$name.log"
   grep -E "^val step" "$runs/$name/log.txt" | tail -4
   grep -E "^step" "$runs/$name/log.txt" | tail -1
 done
 # 3. pack: models, logs, last sample grid of each run.
 mkdir -p "$out" /tmp/pack
-for name in "${!extra[@]}"; do
+for name in "${candidates[@]}"; do
   mkdir -p "/tmp/pack/$name"
   cp "$runs/$name/model.safetensors" "$runs/$name/log.txt" "$runs/$name.log" "/tmp/pack/$name/" 2>/dev/null
   last=$(ls "$runs/$name/samples" 2>/dev/null | tail -1)
