@@ -116,8 +116,8 @@ def model_file(tmp: Path, choice: str, layers: int) -> tuple[Path | None, str]:
     return path, f"random-weight PConvUNet(layers={layers}, width=64) ({why})"
 
 
-def load_inpainter(path: Path | None) -> Inpainter:
-    return Inpainter.from_checkpoint(path, device="cpu")
+def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
+    return Inpainter.from_checkpoint(path, device="cpu", precision=precision)
 
 
 # --------------------------------------------------------------------------- part 1
@@ -294,6 +294,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--layouts", default="cluster,scattered")
     p.add_argument("--threads", default="1,2", help="torch intra-op threads to compare")
     p.add_argument("--runs", type=int, default=3, help="end-to-end runs per setting")
+    p.add_argument("--precisions", default="fp32,auto",
+                   help="core.inference precisions to compare end to end (the app uses auto)")
     p.add_argument("--model", default="auto", choices=["auto", "random"],
                    help="auto: the shipped model if present, else random weights")
     p.add_argument("--layers", type=int, default=8, help="depth of the random-weight model")
@@ -315,7 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     with tempfile.TemporaryDirectory() as tmp:
         path, described = model_file(Path(tmp), args.model, args.layers)
-        inpainter = load_inpainter(path)
+        inpainters = {name: load_inpainter(path, name) for name in args.precisions.split(",")}
+        inpainter = next(iter(inpainters.values()))
         config = inpainter.model.config
         described += f": layers {config.layers}, width {config.width}"
         report["model"] = described
@@ -328,17 +331,27 @@ def main(argv: list[str] | None = None) -> int:
         for name, hole in masks.items():
             report.setdefault("masks", {})[name] = {"hole_fraction": float(hole.mean())}
             print(f"mask {name}: {hole.mean() * 100:.2f} % hole", flush=True)
-        inpainter.inpaint(photo[:512, :512], masks[layouts[0]][:512, :512] | _dot(512))  # warm
+        for inp in inpainters.values():  # warm-up
+            inp.inpaint(photo[:512, :512], masks[layouts[0]][:512, :512] | _dot(512))
         for name, hole in masks.items():
             for n in threads:
-                r = end_to_end(inpainter, photo, hole, n, args.runs)
-                r["layout"] = name
-                report["end_to_end"].append(r)
-                verdict = "meets" if r["median_s"] <= 1.5 else "misses"
-                print(f"end-to-end {name:9s} threads {n}: median {r['median_s']:.3f} s "
-                      f"(network {r['network_median_s']:.3f} s in {r['network_calls']} "
-                      f"call(s), {r['clusters']} cluster(s)); {verdict} the 1.5 s target",
-                      flush=True)
+                medians = {}
+                for precision, inp in inpainters.items():
+                    r = end_to_end(inp, photo, hole, n, args.runs)
+                    r.update(layout=name, precision=precision, device=inp.device_name)
+                    report["end_to_end"].append(r)
+                    medians[precision] = r["median_s"]
+                    verdict = "meets" if r["median_s"] <= 1.5 else "misses"
+                    print(f"end-to-end {name:9s} threads {n} {precision:4s} "
+                          f"({inp.device_name}): median {r['median_s']:.3f} s "
+                          f"(network {r['network_median_s']:.3f} s in {r['network_calls']} "
+                          f"call(s), {r['clusters']} cluster(s)); {verdict} the 1.5 s target",
+                          flush=True)
+                if len(medians) > 1:
+                    first, *rest = medians
+                    for other in rest:
+                        print(f"           {name:9s} threads {n} {first} / {other} = "
+                              f"{medians[first] / medians[other]:.2f}x", flush=True)
         if not args.no_gui:
             for name, hole in masks.items():
                 for n in threads:

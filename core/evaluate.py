@@ -360,6 +360,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="output folder (default ./evaluation)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
+    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+                   help="network precision (default fp32: numbers that do not depend on the CPU)")
     p.add_argument("--examples", type=int, default=6,
                    help="example grids to save, one per bucket (default 6, 0 = none)")
     return p
@@ -448,7 +450,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"none of the {len(paths)} images in '{args.images}' could be read")
     images, holes, groups, owners, mask_settings = _make_pairs(args, crops)
     try:
-        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=args.device)
+        inpainter = Inpainter.from_checkpoint(
+            args.checkpoint, device=args.device, precision=args.precision
+        )
     except (CheckpointError, ValueError) as exc:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
     out = args.out

@@ -24,6 +24,7 @@ from core.model import PConvUNet
 from core.resources import shipped_model_path
 
 DEFAULT_WORK_SIZE = 512
+PRECISIONS = ("auto", "fp32", "bf16")
 _GRID = 16  # cell size (pixels) used to group holes into clusters
 _MIN_SIDE = 128  # never shrink a crop below this for the network
 
@@ -52,6 +53,38 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if name == "cpu" or name.startswith("cuda"):
         return torch.device(name)
     raise ValueError(f"unknown device '{device}'; use auto, cpu or cuda")
+
+
+def cpu_has_fast_bf16() -> bool:
+    """Whether this CPU computes bfloat16 natively (AVX512-BF16 or AMX); elsewhere bf16 runs
+    emulated and is slower than float32."""
+    try:
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    except (AttributeError, RuntimeError):  # private API: absent in other torch versions
+        return False
+
+
+def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype for ``precision`` on ``device``; None means float32.
+
+    'auto' is bfloat16 on CPUs that have it natively (the network runs ~1.7x faster; on the
+    val photos PSNR moved by +0.01 dB) and float32 everywhere else, CUDA included. The mask
+    path stays float32 in every case (see core.pconv)."""
+    name = str(precision).lower()
+    if name not in PRECISIONS:
+        raise ValueError(f"unknown precision '{precision}'; use {', '.join(PRECISIONS)}")
+    if name == "fp32":
+        return None
+    if name == "bf16":
+        if device.type == "cuda" and not torch.cuda.is_bf16_supported():
+            raise ValueError(f"{describe_device(device)} has no bfloat16 support; use fp32")
+        return torch.bfloat16
+    return torch.bfloat16 if device.type == "cpu" and cpu_has_fast_bf16() else None
+
+
+def _memory_format(device: torch.device) -> torch.memory_format:
+    """channels_last on the CPU: its convolutions run 1.25x faster so (bench/speed.py)."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
 
 
 def describe_device(device: torch.device) -> str:
@@ -207,9 +240,12 @@ class Inpainter:
         work_size: int = DEFAULT_WORK_SIZE,
         source: str | None = None,
         max_hole_radius: int | None = None,
+        precision: str = "auto",
     ) -> None:
         self.device = resolve_device(device)
-        self.model = model.eval().to(self.device)
+        self.precision = precision
+        self.autocast_dtype = resolve_precision(precision, self.device)
+        self.model = model.eval().to(self.device, memory_format=_memory_format(self.device))
         self.multiple = model.multiple
         self.work_size = max(self.multiple, int(work_size) // self.multiple * self.multiple)
         self.source = source or "(in memory)"
@@ -217,7 +253,10 @@ class Inpainter:
 
     @classmethod
     def from_checkpoint(
-        cls, path: str | Path | None = None, device: str | torch.device = "auto"
+        cls,
+        path: str | Path | None = None,
+        device: str | torch.device = "auto",
+        precision: str = "auto",
     ) -> Inpainter:
         """Load a checkpoint or model file; None means the model shipped in resources/."""
         if path is None:
@@ -232,15 +271,18 @@ class Inpainter:
         work_size = _setting(payload, "work_size", path, 16, 2048) or DEFAULT_WORK_SIZE
         radius = _setting(payload, "max_hole_radius", path, 1, 4096)
         return cls(model, device=device, work_size=work_size, source=str(path),
-                   max_hole_radius=radius)
+                   max_hole_radius=radius, precision=precision)
 
     @property
     def device_name(self) -> str:
-        return describe_device(self.device)
+        name = describe_device(self.device)
+        return f"{name} (bfloat16)" if self.autocast_dtype == torch.bfloat16 else name
 
     def to(self, device: str | torch.device) -> Inpainter:
-        self.device = resolve_device(device)
-        self.model.to(self.device)
+        device = resolve_device(device)
+        self.autocast_dtype = resolve_precision(self.precision, device)
+        self.device = device
+        self.model.to(self.device, memory_format=_memory_format(self.device))
         return self
 
     # -- the public call -------------------------------------------------------------------
@@ -345,7 +387,11 @@ class Inpainter:
         return np.ascontiguousarray(out)
 
     def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor) -> np.ndarray:
-        with torch.inference_mode():
-            out = self.model(image_t.to(self.device), valid_t.to(self.device))
+        dtype = self.autocast_dtype
+        with torch.inference_mode(), torch.autocast(
+            self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
+        ):
+            image_t = image_t.to(self.device).contiguous(memory_format=_memory_format(self.device))
+            out = self.model(image_t, valid_t.to(self.device))
             out = out.float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
         return out[0].permute(1, 2, 0).cpu().numpy()

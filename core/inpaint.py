@@ -1,10 +1,12 @@
 """Batch inpainting from the command line.
 
     python -m core.inpaint IMAGE MASK -o OUT [--raw-out PATH] [--checkpoint PATH]
-                           [--device auto|cpu|cuda] [--overwrite]
+                           [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
+                           [--overwrite]
 
 IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
-folder. MASK images are white = hole. User mistakes print one line to stderr and exit 2;
+folder, and a photo or mask that cannot be used is reported and skipped (exit 2 at the end).
+MASK images are white = hole. User mistakes print one line to stderr and exit 2;
 a failure to write (disk full, no permission) or to find memory prints one line and exits 1.
 Nothing is overwritten without --overwrite, and the input photo and mask never are.
 """
@@ -33,6 +35,8 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--raw-out", type=Path, help="also save the raw network output here")
     p.add_argument("--checkpoint", type=Path, help="model file (default: the shipped model)")
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
+    p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
+                   help="auto: bfloat16 on CPUs that compute it natively, else float32")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -105,23 +109,34 @@ def run(argv: list[str] | None = None) -> int:
     try:
         jobs = _jobs(args)
         _check_outputs(jobs, args.overwrite)
-        inpainter = Inpainter.from_checkpoint(args.checkpoint, device=args.device)
+        inpainter = Inpainter.from_checkpoint(
+            args.checkpoint, device=args.device, precision=args.precision
+        )
         if len(jobs) > 1:
             args.out.mkdir(parents=True, exist_ok=True)
             if args.raw_out is not None:
                 args.raw_out.mkdir(parents=True, exist_ok=True)
+        failed = 0
         for image_path, mask_path, out, raw in jobs:
-            photo = load_image(image_path)
-            hole = load_mask(mask_path)
-            h, w = photo.pixels.shape[:2]
-            if hole.shape != (h, w):
-                raise UsageError(
-                    f"{mask_path}: mask is {hole.shape[1]} x {hole.shape[0]} but the photo is "
-                    f"{w} x {h}"
-                )
-            if not hole.any():
-                raise UsageError(f"{mask_path}: mask is empty (no white pixels to fill)")
-            result = inpainter.inpaint(photo.pixels, hole)
+            try:
+                photo = load_image(image_path)
+                hole = load_mask(mask_path)
+                h, w = photo.pixels.shape[:2]
+                if hole.shape != (h, w):
+                    raise UsageError(
+                        f"{mask_path}: mask is {hole.shape[1]} x {hole.shape[0]} but the photo "
+                        f"is {w} x {h}"
+                    )
+                if not hole.any():
+                    raise UsageError(f"{mask_path}: mask is empty (no white pixels to fill)")
+                result = inpainter.inpaint(photo.pixels, hole)
+            except (UsageError, ImageLoadError, ValueError) as exc:
+                if len(jobs) == 1:
+                    raise
+                # A folder goes on past a bad photo or mask: the others are still filled.
+                print(f"error: {exc}", file=sys.stderr)
+                failed += 1
+                continue
             for notice in result.notices:
                 print(f"note: {notice}", file=sys.stderr)
             writing = out
@@ -131,6 +146,10 @@ def run(argv: list[str] | None = None) -> int:
                 save_image(raw, result.raw, exif=photo.exif, icc_profile=photo.icc_profile)
             writing = None
             print(f"{image_path} -> {out}")
+        if failed:
+            print(f"error: {failed} of {len(jobs)} photos were not filled (see above)",
+                  file=sys.stderr)
+            return 2
     except (UsageError, ImageLoadError, CheckpointError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

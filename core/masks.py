@@ -227,6 +227,11 @@ def binarize_mask(values: np.ndarray) -> np.ndarray:
     return arr > maxval // 2  # = value * 2 > maxval, without an int64 copy of a huge mask
 
 
+def _zero_one(arr: np.ndarray) -> bool:
+    """A mask holding only 0 and 1 (saved straight from a bool or 0/1 array)."""
+    return arr.size > 0 and int(arr.max()) == 1 and int(arr.min()) == 0
+
+
 def load_mask(path: str | Path) -> np.ndarray:
     """Load a mask image (white = hole) as a bool hole mask, always binarised."""
     from core.imageio import MAX_PIXELS
@@ -245,15 +250,21 @@ def load_mask(path: str | Path) -> np.ndarray:
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))
                 return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
+            lossless = img.format != "JPEG"  # JPEG noise in a black mask can reach 1
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img)
+                if lossless and _zero_one(arr):
+                    return arr == 1
                 return arr > (65535 if arr.max() > 255 else 255) // 2
             if img.mode == "F":  # float masks: 0..1, or 0..255
                 arr = np.asarray(img)
                 top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
                 return arr * 2 > top
             if img.mode in ("1", "L"):
-                return binarize_mask(np.asarray(img.convert("L")))
+                arr = np.asarray(img.convert("L"))
+                if lossless and img.mode != "1" and _zero_one(arr):
+                    return arr == 1  # a 0/1 mask written from an array: 1 = hole
+                return binarize_mask(arr)
             # Colour: the brightest channel decides, as for painted (RGBA) masks and
             # binarize_mask, so a red or green stroke is a hole too.
             return binarize_mask(np.asarray(img.convert("RGB")))

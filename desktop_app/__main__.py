@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
@@ -47,9 +48,18 @@ def main(argv: list[str] | None = None) -> int:
         window.show()
         if args.image:
             window.open_path(Path(args.image))
-        return int(app.exec())
+        code = int(app.exec())
     finally:
-        window.shutdown()  # also when the event loop ends without a close event
+        stopped = window.shutdown()  # also when the event loop ends without a close event
+    if not stopped:
+        # A long network pass is still running in the worker thread. Letting Python tear
+        # down the QThread under it would abort the process with a core dump; settings are
+        # saved and the worker writes no files, so leave at once instead.
+        print("note: exiting while a network pass was still running", file=sys.stderr)
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
 
 
 def _install_excepthook(window) -> None:

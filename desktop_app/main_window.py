@@ -47,6 +47,9 @@ from desktop_app.settings import MAX_BRUSH_SIZE, MIN_BRUSH_SIZE, AppSettings
 from desktop_app.worker import NO_MODEL_MESSAGE, InpaintService, ModelInfo
 
 LIVE_DELAY_MS = 400
+# How long closing waits for a running network pass to notice the cancel; the window is
+# already hidden, and the worker writes no files, so the process may then simply exit.
+SHUTDOWN_WAIT_MS = 5_000
 FLASH_ORIGINAL_KEY = Qt.Key.Key_O
 PHOTO_FILTER = "Images ({})".format(" ".join(f"*{s}" for s in IMAGE_SUFFIXES))
 CHECKPOINT_FILTER = "Checkpoints (*.safetensors *.pt *.pth *.ckpt);;All files (*)"
@@ -90,6 +93,7 @@ class MainWindow(QMainWindow):
         self.result_revision = -1
         self.dropped_results = 0
         self._shut_down = False
+        self._worker_stopped = True
         self._flash_held = False
 
         self.live_timer = QTimer(self)
@@ -959,10 +963,13 @@ class MainWindow(QMainWindow):
         self.shutdown()
         event.accept()
 
-    def shutdown(self) -> None:
-        """Stop the worker (cancelling any run) and remember the layout; safe to repeat."""
+    def shutdown(self, timeout_ms: int = SHUTDOWN_WAIT_MS) -> bool:
+        """Stop the worker (cancelling any run) and remember the layout; safe to repeat.
+
+        False when a network pass was still running after ``timeout_ms``: the caller must not
+        let Qt destroy the running thread (that aborts the process); see __main__."""
         if self._shut_down:
-            return
+            return self._worker_stopped
         self._shut_down = True
         self.live_timer.stop()
         self.active_request = None
@@ -970,7 +977,8 @@ class MainWindow(QMainWindow):
         self.settings.window_geometry = self.saveGeometry()
         self.settings.splitter_state = self.splitter.saveState()
         self.settings.sync()
-        self.service.shutdown()
+        self._worker_stopped = self.service.shutdown(timeout_ms)
+        return self._worker_stopped
 
 
 def _same_file(a: Path, b: Path) -> bool:

@@ -181,6 +181,29 @@ def test_cli_single_and_folder(tmp_path, tiny_model_file, rng):
     assert sorted(p.name for p in (tmp_path / "outdir").iterdir()) == ["x.jpg", "y.jpg"]
 
 
+def test_cli_folder_goes_on_past_bad_photos(tmp_path, tiny_model_file, rng):
+    """One unreadable photo, one wrong-size mask, one empty mask: the good photos are still
+    filled, each problem is one line, and the exit status says something failed."""
+    img = rng.integers(0, 256, (50, 70, 3), dtype=np.uint8)
+    mask = np.zeros((50, 70), np.uint8)
+    mask[10:20, 10:30] = 255
+    (tmp_path / "imgs").mkdir()
+    (tmp_path / "masks").mkdir()
+    for name in ("a", "b", "c", "d", "e"):
+        Image.fromarray(img).save(tmp_path / "imgs" / f"{name}.png")
+        Image.fromarray(mask).save(tmp_path / "masks" / f"{name}.png")
+    (tmp_path / "imgs" / "b.png").write_bytes(b"not a png")
+    Image.fromarray(mask[:40]).save(tmp_path / "masks" / "c.png")
+    Image.fromarray(np.zeros_like(mask)).save(tmp_path / "masks" / "d.png")
+    r = _cli(tmp_path / "imgs", tmp_path / "masks", "-o", tmp_path / "out",
+             "--checkpoint", tiny_model_file)
+    assert r.returncode == 2
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.png", "e.png"]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 4 and "3 of 5 photos were not filled" in errors[-1]
+    assert "Traceback" not in r.stderr
+
+
 @pytest.mark.parametrize("problem", ["missing", "not_image", "size", "empty", "input"])
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, problem):
     img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
@@ -263,3 +286,53 @@ def test_each_cluster_pastes_only_its_own_holes(rng):
     result = inp.inpaint(image, hole)
     assert (result.composite[5:10, 112:122] == 10).all()
     assert (result.composite[60:70, 20:30] == 200).all()
+
+
+def test_precision_choice(monkeypatch):
+    import core.inference as inference
+
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: True)
+    assert inference.resolve_precision("auto", cpu) == torch.bfloat16
+    assert inference.resolve_precision("fp32", cpu) is None
+    monkeypatch.setattr(inference, "cpu_has_fast_bf16", lambda: False)
+    assert inference.resolve_precision("auto", cpu) is None  # emulated bf16 would be slower
+    assert inference.resolve_precision("bf16", cpu) == torch.bfloat16  # asked for: granted
+    with pytest.raises(ValueError, match="unknown precision 'half'"):
+        inference.resolve_precision("half", cpu)
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", precision="bf16")
+    assert inp.device_name == "CPU (bfloat16)"
+    full = Inpainter(PConvUNet(layers=4, width=8), device="cpu", precision="fp32")
+    assert full.device_name == "CPU"
+
+
+def test_bf16_fill_is_close_to_fp32_and_exact_outside(tiny_model_file, rng):
+    yy, xx = np.mgrid[0:200, 0:260]
+    image = np.stack([yy, xx, (yy + xx) // 2], axis=-1).astype(np.uint8)
+    hole = np.zeros((200, 260), bool)
+    hole[60:120, 80:170] = True
+    full = Inpainter.from_checkpoint(tiny_model_file, device="cpu", precision="fp32")
+    half = Inpainter.from_checkpoint(tiny_model_file, device="cpu", precision="bf16")
+    a = full.inpaint(image, hole).composite
+    b = half.inpaint(image, hole).composite
+    assert np.array_equal(b[~hole], image[~hole])
+    diff = np.abs(a.astype(int) - b.astype(int))[hole]
+    assert diff.mean() < 2.0, diff.mean()  # bf16 keeps ~3 significant digits
+    assert not np.array_equal(a, b)  # the bf16 path really ran
+
+
+def test_cli_precision_flag(tmp_path, tiny_model_file, rng):
+    image = tmp_path / "photo.png"
+    mask = tmp_path / "mask.png"
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(image)
+    hole = np.zeros((64, 80), np.uint8)
+    hole[20:40, 30:50] = 255
+    Image.fromarray(hole).save(mask)
+    cmd = [sys.executable, "-m", "core.inpaint", str(image), str(mask), "--checkpoint",
+           str(tiny_model_file)]
+    ok = subprocess.run([*cmd, "-o", str(tmp_path / "out.png"), "--precision", "fp32"],
+                        cwd=ROOT, capture_output=True, text=True)
+    assert ok.returncode == 0, ok.stderr
+    bad = subprocess.run([*cmd, "-o", str(tmp_path / "o2.png"), "--precision", "fp8"],
+                         cwd=ROOT, capture_output=True, text=True)
+    assert bad.returncode == 2 and "invalid choice" in bad.stderr

@@ -111,3 +111,20 @@ def test_shape_box_holds_every_drawn_pixel():
         if box is not None:
             drawn[box[1] : box[3], box[0] : box[2]] = 0
         assert drawn.max() == 0, f"seed {seed}: pixels outside {box}"
+
+
+@pytest.mark.parametrize("mode", ["L", "I;16"])
+def test_zero_one_mask_files_mark_ones_as_holes(tmp_path, mode):
+    """A mask saved straight from a 0/1 array must not load as empty."""
+    hole = np.zeros((20, 30), bool)
+    hole[5:9, 10:20] = True
+    values = hole.astype(np.uint8 if mode == "L" else np.uint16)
+    Image.fromarray(values).save(tmp_path / "m.png")
+    assert np.array_equal(load_mask(tmp_path / "m.png"), hole)
+
+
+def test_jpeg_noise_in_a_black_mask_is_not_a_hole(tmp_path):
+    noisy = np.zeros((32, 32), np.uint8)
+    noisy[3, 4] = 1
+    Image.fromarray(noisy).save(tmp_path / "m.jpg", quality=100)
+    assert not load_mask(tmp_path / "m.jpg").any()

@@ -258,7 +258,7 @@ def test_a_gpu_out_of_memory_is_finished_on_the_cpu_with_a_notice(window, qtbot,
     assert devices == ["cuda", "cpu"]
     message = window.statusBar().currentMessage()
     assert "ran out of memory" in message and "CPU" in message
-    assert window.device_label.text() == "Device: CPU"
+    assert window.device_label.text().startswith("Device: CPU")
     photo, hole = window.document.photo, window.document.hole_mask
     assert np.array_equal(window.result.composite[~hole], photo[~hole])
 
@@ -344,3 +344,61 @@ def test_a_full_disk_keeps_the_old_file_and_the_edits(window, qtbot, dialogs, mo
     monkeypatch.setattr(core.atomic, "os", os)  # space again: the same save now works
     assert window.save_to(old_photo)
     assert not document.is_photo_modified
+
+
+# == closing during one long network pass =====================================================
+def test_closing_during_a_long_pass_reports_it_instead_of_hanging(window, qtbot):
+    """A pass that cannot be interrupted outlives the close wait: shutdown says so (the entry
+    point then exits without tearing down the running thread) and never waits 60 s."""
+    import threading
+
+    release = threading.Event()
+    entered = threading.Event()
+    real = window.service.worker._inpainter.inpaint
+
+    def long_pass(*args, **kwargs):
+        entered.set()
+        release.wait(30)
+        return real(*args, **kwargs)
+
+    window.service.worker._inpainter.inpaint = long_pass
+    window.document.edit_mask(np.ones((96, 128), bool) & (np.arange(128) < 30), "hole")
+    window.run_inpaint()
+    qtbot.waitUntil(entered.is_set, timeout=10_000)
+    start = time.perf_counter()
+    try:
+        assert window.shutdown(timeout_ms=200) is False
+        assert window.shutdown() is False  # repeated: the same answer, no second wait
+        assert time.perf_counter() - start < 5
+        assert not window.isVisible()
+    finally:
+        release.set()
+        assert window.service.thread.wait(30_000)
+
+
+def test_entry_point_exits_at_once_when_the_worker_is_still_busy(monkeypatch, qapp):
+    from PySide6.QtCore import QTimer
+
+    import desktop_app.__main__ as entry
+    import desktop_app.main_window as main_window
+
+    class BusyWindow:
+        def __init__(self, **kwargs) -> None:
+            self.shutdowns = 0
+
+        def show(self) -> None:
+            QTimer.singleShot(0, qapp.quit)
+
+        def shutdown(self) -> bool:
+            self.shutdowns += 1
+            return False
+
+        def show_error(self, *args) -> None:
+            pass
+
+    exits: list[int] = []
+    monkeypatch.setattr(main_window, "MainWindow", BusyWindow)
+    monkeypatch.setattr(entry.os, "_exit", exits.append)
+    monkeypatch.setattr(entry.sys, "excepthook", entry.sys.excepthook)
+    entry.main([])
+    assert exits == [0]
