@@ -56,7 +56,12 @@ from core.masks import MaskGenerator  # noqa: E402
 from core.model import PConvUNet  # noqa: E402
 
 MODELS = ("pconv", "plain")
-ALL_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
+DEFAULT_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
+# torch.compile (inductor) of both networks: asked for by name only, since compiling costs
+# about a minute per network and size.
+COMPILE_VARIANTS = ("fp32-compile", "bf16-compile", "fp32-cl-compile", "bf16-cl-compile",
+                    "fp32-compile-graph", "bf16-compile-graph")
+ALL_VARIANTS = DEFAULT_VARIANTS + COMPILE_VARIANTS
 GRAPH_NOTE = "CUDA only, inference only: the forward replayed from a captured CUDA graph"
 MiB = 1024.0**2
 
@@ -166,8 +171,10 @@ def make_inputs(
 # ------------------------------------------------------------------------------- variants
 @dataclass(frozen=True)
 class Variant:
-    """``fp32`` | ``bf16`` (autocast), ``-cl``: channels_last, ``-graph``: the inference
-    forward captured once as a CUDA graph and replayed (no per-kernel launch cost)."""
+    """``fp32`` | ``bf16`` (autocast), ``-cl``: channels_last, ``-compile``: both networks
+    through torch.compile (inductor fuses the elementwise work, which is most of what the
+    mask path adds), ``-graph``: the inference forward captured once as a CUDA graph and
+    replayed (no per-kernel launch cost)."""
 
     name: str
 
@@ -183,6 +190,10 @@ class Variant:
     def graph(self) -> bool:
         return self.name.endswith("-graph")
 
+    @property
+    def compiled(self) -> bool:
+        return "-compile" in self.name
+
     def autocast(self, device: torch.device) -> AbstractContextManager[Any]:
         if self.amp_dtype is None:
             return nullcontext()
@@ -190,7 +201,11 @@ class Variant:
         return torch.autocast(device.type, dtype=self.amp_dtype, cache_enabled=not self.graph)
 
     def prepare(self, model: nn.Module) -> nn.Module:
-        return model.to(memory_format=torch.channels_last) if self.channels_last else model
+        if self.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        if self.compiled:
+            model = torch.compile(model, dynamic=False)  # type: ignore[assignment]
+        return model
 
 
 # ------------------------------------------------------------------------------ timing
@@ -266,7 +281,10 @@ def bench_inference(
             with torch.inference_mode(), variant.autocast(device):
                 model(image, valid)
 
-        ops[name] = count_ops(run)
+        if variant.compiled:
+            run()  # compile now, outside the timed runs
+        else:  # (a dispatch mode would make a compiled module run eagerly: not counted)
+            ops[name] = count_ops(run)
         fns[name] = capture_graph(run, device) if variant.graph else run
     result = summarise(interleaved_times(fns, device, warmup, repeats), device)
     result.update(kind="inference", size=size, batch=1, layers=layers, width=width,
@@ -557,7 +575,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     p.add_argument("--train-sizes",
                    help="training SIZExBATCH list, e.g. 256x16,512x6 (default); 'none' skips")
     p.add_argument("--variants",
-                   help=f"comma-separated of {', '.join(ALL_VARIANTS)}; default: all on CUDA, "
+                   help=f"comma-separated of {', '.join(ALL_VARIANTS)}; default: the first six "
+                        "on CUDA, "
                    "fp32 on CPU")
     p.add_argument("--width", type=int, help="first-layer channels (default 64, quick 16)")
     p.add_argument("--repeats", type=int, help="timed inference runs per model")
@@ -583,7 +602,7 @@ def parse_args(argv: list[str] | None = None) -> tuple[argparse.Namespace, Setti
     device = torch.device(args.device)
     cuda = device.type == "cuda"
     quick = args.quick
-    default_variants = ["fp32"] if not cuda else list(ALL_VARIANTS)
+    default_variants = ["fp32"] if not cuda else list(DEFAULT_VARIANTS)
     if quick and not cuda:
         default_variants = ["fp32"]
     variants = [Variant(v) for v in (args.variants.split(",") if args.variants
@@ -646,7 +665,7 @@ def cpu_model() -> str:
 
 
 def _row(result: dict[str, Any]) -> str:
-    head = (f"{result['kind']:9s} {result['variant']:10s} {result['size']:4d} "
+    head = (f"{result['kind']:9s} {result['variant']:18s} {result['size']:4d} "
             f"b{result['batch']:<3d}")
     if result["kind"] == "memory":
         pk = result["peak_mib"]
@@ -658,7 +677,7 @@ def _row(result: dict[str, Any]) -> str:
         ips = result["images_per_s"]
         extra = (f"  {ips['pconv']:8.2f} vs {ips['plain']:8.2f} img/s"
                  f"  throughput x{result['throughput_ratio']:.3f}")
-    elif "ops_per_forward" in result:
+    elif result.get("ops_per_forward"):
         ops = result["ops_per_forward"]
         extra = f"  ops {ops['pconv']} vs {ops['plain']}"
     line = (f"{head} pconv {med['pconv'] * 1e3:10.2f} ms  plain {med['plain'] * 1e3:10.2f} ms"
