@@ -737,6 +737,11 @@ def main(argv: list[str] | None = None) -> int:
         row_start = time.perf_counter()
         try:
             r = fn()
+        except KeyboardInterrupt:  # a time cap (timeout --signal=INT): keep what is done
+            print(f"interrupted during {section} {what}; the rows before it are saved",
+                  flush=True)
+            save()
+            sys.exit(130)
         except Exception as exc:  # noqa: BLE001 - recorded in the JSON, printed, run continues
             r = {**what, "error": f"{type(exc).__name__}: {exc}"[:500]}
             print(f"{section:9s} {what}: FAILED {r['error']}", flush=True)
