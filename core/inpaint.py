@@ -131,7 +131,7 @@ def run(argv: list[str] | None = None) -> int:
                     raise UsageError(f"{mask_path}: mask is empty (no white pixels to fill)")
                 result = inpainter.inpaint(photo.pixels, hole)
             except (UsageError, ImageLoadError, ValueError) as exc:
-                if len(jobs) == 1:
+                if not args.image.is_dir():
                     raise
                 # A folder goes on past a bad photo or mask: the others are still filled.
                 print(f"error: {exc}", file=sys.stderr)
@@ -162,10 +162,21 @@ def run(argv: list[str] | None = None) -> int:
     except MemoryError:
         print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)
         return 1
+    except RuntimeError as exc:  # torch's CPU allocator reports exhaustion as RuntimeError
+        if not _out_of_memory(exc):
+            raise
+        print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130
     return 0
+
+
+def _out_of_memory(exc: RuntimeError) -> bool:
+    text = str(exc)
+    return any(marker in text for marker in
+               ("DefaultCPUAllocator", "can't allocate", "not enough memory", "out of memory"))
 
 
 def main(argv: list[str] | None = None) -> None:

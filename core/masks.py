@@ -86,9 +86,10 @@ class MaskGenerator:
     ) -> np.ndarray:
         """Add shapes one at a time, rejecting any that overshoot ``hi``, until above ``lo``.
 
-        Each shape is drawn into a copy of only the canvas region its bounding box covers and
-        counted with that region's histogram, so a shape costs in proportion to its own size
-        (the small shapes that approach the target cost microseconds), not the canvas size.
+        Each shape is drawn on a blank scratch canvas, and only the region its bounding box
+        covers is merged, counted (region histograms) and cleared again, so a shape costs in
+        proportion to its own size (the small shapes that approach the target cost
+        microseconds), not the canvas size.
         """
         target = self.rng.uniform(lo, hi)
         total = height * width
@@ -250,7 +251,10 @@ def load_mask(path: str | Path) -> np.ndarray:
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))
                 return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
-            lossless = img.format != "JPEG"  # JPEG noise in a black mask can reach 1
+            # Only lossless files can mean 0/1 literally: JPEG noise in a black mask reaches 1.
+            lossless = img.format in ("PNG", "BMP", "PPM", "TGA") or (
+                img.format == "TIFF" and "jpeg" not in str(img.info.get("compression", ""))
+            )
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img)
                 if lossless and _zero_one(arr):

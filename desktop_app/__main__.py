@@ -21,6 +21,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="model or checkpoint file (default: the shipped model)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"),
                         help="where the network runs (default: the saved setting, auto)")
+    parser.add_argument("--precision", choices=("auto", "fp32", "bf16"), default="auto",
+                        help="network precision (default auto: bfloat16 on CPUs that compute "
+                             "it natively, else float32)")
     parser.add_argument("--self-test", action="store_true",
                         help="offscreen check: inpaint the bundled sample and exit 0 or 1")
     parser.add_argument("--version", action="version", version=f"%(prog)s {app_version()}")
@@ -32,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.self_test:
         from desktop_app.selftest import run_self_test
 
-        return run_self_test(args.checkpoint, args.device or "auto")
+        return run_self_test(args.checkpoint, args.device or "auto", precision=args.precision)
 
     from PySide6.QtWidgets import QApplication
 
@@ -42,23 +45,29 @@ def main(argv: list[str] | None = None) -> int:
     app.setApplicationName(APP_NAME)
     app.setOrganizationName(ORGANIZATION)
     app.setApplicationVersion(app_version())
-    window = MainWindow(checkpoint=args.checkpoint, device=args.device)
+    window = MainWindow(checkpoint=args.checkpoint, device=args.device, precision=args.precision)
     _install_excepthook(window)
+    error: BaseException | None = None
+    code = 1
     try:
         window.show()
         if args.image:
             window.open_path(Path(args.image))
         code = int(app.exec())
-    finally:
-        stopped = window.shutdown()  # also when the event loop ends without a close event
-    if not stopped:
+    except BaseException as exc:  # noqa: BLE001 - re-raised below, after the worker stops
+        error = exc
+    if not window.shutdown():  # also when the event loop ends without a close event
         # A long network pass is still running in the worker thread. Letting Python tear
         # down the QThread under it would abort the process with a core dump; settings are
         # saved and the worker writes no files, so leave at once instead.
+        if error is not None:
+            traceback.print_exception(error)
         print("note: exiting while a network pass was still running", file=sys.stderr)
         sys.stdout.flush()
         sys.stderr.flush()
-        os._exit(code)
+        os._exit(code if error is None else 1)
+    if error is not None:
+        raise error
     return code
 
 

@@ -65,8 +65,10 @@ class MainWindow(QMainWindow):
         checkpoint: str | Path | None = None,
         device: str | None = None,
         torch_threads: int | None = None,
+        precision: str = "auto",
     ) -> None:
         super().__init__()
+        self._precision = precision
         self.settings = settings or AppSettings()
         self.document = Document(self)
         self.view_state = ViewState()
@@ -790,7 +792,7 @@ class MainWindow(QMainWindow):
         self.model_loading = True
         self._pending_model_path = path
         self._save_model_choice = remember
-        self.service.load_model(path, self._device)
+        self.service.load_model(path, self._device, self._precision)
         self._update_model_labels()
 
     def load_checkpoint_dialog(self) -> None:

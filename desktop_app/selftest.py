@@ -27,13 +27,13 @@ class SelfTestFailure(Exception):
 
 
 def run_self_test(checkpoint: str | None, device: str = "auto",
-                  out: Callable[[str], None] | None = None) -> int:
+                  out: Callable[[str], None] | None = None, precision: str = "auto") -> int:
     """Print what was checked; 0 when everything passed, 1 otherwise."""
     def say(line: str) -> None:
         (out or _print)(line)
 
     try:
-        _self_test(checkpoint, device, say)
+        _self_test(checkpoint, device, say, precision)
     except SelfTestFailure as exc:
         say(f"self-test FAILED: {exc}")
         return 1
@@ -48,7 +48,9 @@ def _print(line: str) -> None:
     print(line, flush=True)
 
 
-def _self_test(checkpoint: str | None, device: str, say: Callable[[str], None]) -> None:
+def _self_test(
+    checkpoint: str | None, device: str, say: Callable[[str], None], precision: str = "auto"
+) -> None:
     os.environ["QT_QPA_PLATFORM"] = "offscreen"  # before the QApplication exists
     import PIL
     import PySide6
@@ -106,7 +108,8 @@ def _self_test(checkpoint: str | None, device: str, say: Callable[[str], None]) 
     with tempfile.TemporaryDirectory(prefix="pconv-selftest-") as tmp:
         settings = AppSettings(QSettings(str(Path(tmp) / "settings.ini"),
                                          QSettings.Format.IniFormat))
-        window = SelfTestWindow(settings=settings, checkpoint=checkpoint, device=device)
+        window = SelfTestWindow(settings=settings, checkpoint=checkpoint, device=device,
+                                precision=precision)
         try:
             window.show()
             seconds = wait_until(lambda: window.model_info is not None, MODEL_TIMEOUT_S,
@@ -143,7 +146,12 @@ def _self_test(checkpoint: str | None, device: str, say: Callable[[str], None]) 
                 raise SelfTestFailure("the composite preview does not show the result")
             say(f"composite: {width} x {height}, equals the photo outside the hole: OK")
         finally:
-            window.shutdown()
+            if not window.shutdown(timeout_ms=60_000):
+                # Returning would let Python destroy the still-running QThread, which aborts
+                # the process; report the failure and leave at once instead.
+                say("self-test FAILED: the worker thread did not stop within 60 s")
+                sys.stdout.flush()
+                os._exit(1)
             window.deleteLater()
             app.processEvents()
 

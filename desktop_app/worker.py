@@ -37,6 +37,7 @@ class InpaintJob:
 class ModelRequest:
     path: str | None  # None: the model shipped in resources/
     device: str  # "auto", "cpu" or "cuda"
+    precision: str = "auto"  # "auto", "fp32" or "bf16" (core.inference.PRECISIONS)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,8 @@ class InpaintWorker(QObject):
         try:
             from core.inference import Inpainter
 
-            inpainter = Inpainter.from_checkpoint(request.path, device=request.device)
+            inpainter = Inpainter.from_checkpoint(request.path, device=request.device,
+                                                  precision=request.precision)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app carries on
             self.model_error.emit(_one_line(exc))
             return
@@ -192,8 +194,8 @@ class InpaintService(QObject):
         """Cancel ``request_id`` and everything before it (default: every request so far)."""
         self.worker.cancel_up_to(self._last_request_id if request_id is None else request_id)
 
-    def load_model(self, path: str | Path | None, device: str) -> None:
-        self._load_requested.emit(ModelRequest(str(path) if path else None, device))
+    def load_model(self, path: str | Path | None, device: str, precision: str = "auto") -> None:
+        self._load_requested.emit(ModelRequest(str(path) if path else None, device, precision))
 
     def shutdown(self, timeout_ms: int = 60_000) -> bool:
         """Cancel everything and stop the thread; True when it stopped within the timeout.

@@ -1,26 +1,42 @@
 #!/usr/bin/env bash
-# One device call that does both GPU jobs a session has: the issue #6 benchmark (time-capped,
+# One device call that does both GPU jobs a session has: the issue #6 benchmark (time-capped;
 # its JSON is written row by row, so a cut-off run still reports) and then the training run of
-# scripts/gpu_train.sh for the minutes left. Prepare with scripts/gpu_pack.sh [INIT]; run with
-# carry [".gpu"] and a timeout of 600 s:
-#   OUT=$OUT BENCH_SECONDS=150 MINUTES=6 CANDIDATES=pixel bash scripts/gpu_session.sh
-# BENCH_SECONDS=0 skips the benchmark; MINUTES=0 skips training.
+# scripts/gpu_train.sh for the time left before DEADLINE. Prepare with scripts/gpu_pack.sh
+# [INIT]; run with carry [".gpu"] and a timeout of 600 s:
+#   OUT=$OUT CANDIDATES=pixel bash scripts/gpu_session.sh
+# Environment: BENCH_SECONDS (150; 0 skips the benchmark), MINUTES (training minutes; default
+# and upper bound: what is left before DEADLINE after RESERVE seconds for start-up, smoke run,
+# export and packing; 0 skips training), DEADLINE (seconds since start, 570), RESERVE (100),
+# BENCH_DEVICE (cuda), BENCH_VARIANTS, BENCH_TRAIN (256x16); the rest goes to gpu_train.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
 out=${OUT:?OUT must be set}
 bench_seconds=${BENCH_SECONDS:-150}
-minutes=${MINUTES:-6}
+deadline=${DEADLINE:-570}
+reserve=${RESERVE:-100}
+for name in bench_seconds deadline reserve; do
+  [[ ${!name} =~ ^[0-9]+$ ]] || { echo "$name must be whole seconds, got '${!name}'"; exit 2; }
+done
+if [ -n "${MINUTES:-}" ] && ! [[ $MINUTES =~ ^[0-9]+([.][0-9]+)?$ ]]; then
+  echo "MINUTES must be a number of minutes, got '$MINUTES'"; exit 2
+fi
 mkdir -p "$out"
 if [ "$bench_seconds" -gt 0 ]; then
   echo "== benchmark (at most $bench_seconds s)"
-  timeout --signal=INT "$bench_seconds" python3 bench/speed.py --device "${BENCH_DEVICE:-cuda}" --sizes 256,512 \
+  timeout -k 20 --signal=INT "$bench_seconds" python3 bench/speed.py \
+    --device "${BENCH_DEVICE:-cuda}" --sizes 256,512 \
     --variants "${BENCH_VARIANTS:-fp32,bf16,fp32-graph,bf16-graph,fp32-compile-graph,bf16-compile-graph}" \
     --parts inference,training --train-sizes "${BENCH_TRAIN:-256x16}" --repeats 20 \
-    --train-repeats 5 --json "$out/speed_cuda.json" 2>&1 | grep -v "^W[0-9]"
+    --train-repeats 5 --json "$out/speed_cuda.json" 2>&1 | grep --line-buffered -v "^W[0-9]"
   echo "benchmark exit ${PIPESTATUS[0]} (124/130: cut at the time cap; rows so far are in the JSON)"
 fi
+left=$(( deadline - SECONDS - reserve ))
+minutes=$(awk -v left="$left" -v want="${MINUTES:-}" 'BEGIN {
+  m = left / 60; if (want != "" && want + 0 < m) m = want + 0; if (m < 0) m = 0; printf "%.2f", m }')
 if awk "BEGIN { exit !($minutes > 0) }"; then
-  echo "== training ($minutes min)"
+  echo "== training ($minutes min; $SECONDS s used so far)"
   MINUTES=$minutes OUT=$out bash scripts/gpu_train.sh
+else
+  echo "== no time left for training (MINUTES=${MINUTES:-unset}, $SECONDS s used)"
 fi

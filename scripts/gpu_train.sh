@@ -17,6 +17,7 @@ size=${SIZE:-256}
 layers=${LAYERS:-7}
 width=${WIDTH:-64}
 read -r -a candidates <<< "${CANDIDATES:-pixel effnet}"
+[ ${#candidates[@]} -gt 0 ] || { echo "CANDIDATES is empty"; exit 2; }
 cores=$(nproc)
 workers=${WORKERS:-$(( (cores - 2) / ${#candidates[@]} > 1 ? (cores - 2) / ${#candidates[@]} : 1 ))}
 out=${OUT:-/tmp/gpu_out}
@@ -65,6 +66,7 @@ for name in "${candidates[@]}"; do
   grep -E "^step" "$runs/$name/log.txt" | tail -1
 done
 # 3. pack: models, logs, last sample grid of each run.
+rm -rf /tmp/pack /tmp/results.tar /tmp/results.tar.part-*  # nothing stale from an earlier run
 mkdir -p "$out" /tmp/pack
 for name in "${candidates[@]}"; do
   mkdir -p "/tmp/pack/$name"

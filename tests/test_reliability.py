@@ -700,6 +700,23 @@ def test_cuda_out_of_memory_is_retried_on_the_cpu_with_a_notice(monkeypatch, inp
     assert np.array_equal(result.composite[~hole], image[~hole])
 
 
+def test_cli_reports_cpu_memory_exhaustion_in_one_line(monkeypatch, tmp_path, capsys,
+                                                       tiny_model_file):
+    """torch's CPU allocator raises RuntimeError, not MemoryError: still one line, exit 1."""
+    def exhausted(self, *args, **kwargs):
+        raise RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: "
+                           "can't allocate memory: you tried to allocate 96000000000 bytes.")
+
+    monkeypatch.setattr(Inpainter, "inpaint", exhausted)
+    Image.fromarray(_photo(30, 40)).save(tmp_path / "p.png")
+    Image.fromarray(_centre_hole(30, 40).astype(np.uint8) * 255).save(tmp_path / "m.png")
+    code, err = _cli(capsys, tmp_path / "p.png", tmp_path / "m.png", "-o", tmp_path / "o.png",
+                     "--checkpoint", tiny_model_file)
+    assert code == 1 and err.strip() == "error: out of memory (the photo is too large for " \
+        "this computer)"
+    assert not (tmp_path / "o.png").exists()
+
+
 def test_cli_reports_the_cpu_fallback(monkeypatch, tmp_path, capsys, tiny_model_file):
     real = Inpainter.from_checkpoint.__func__
     calls: list[list[str]] = []
