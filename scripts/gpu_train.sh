@@ -26,7 +26,7 @@ init=()
 [ -f .gpu/init/model.safetensors ] && init=(--init .gpu/init/model.safetensors)
 common=(--data .gpu/data/train --val-data .gpu/data/val --image-size "$size" --layers "$layers"
         --width "$width" --batch-size "$batch" --workers "$workers" --preload --log-every 200
-        --save-every 0 --seed 0 "${init[@]}")
+        --save-every 0 --seed 0 --channels-last "${init[@]}")
 declare -A extra=(
   [pixel]="--perceptual none"
   [effnet]="--perceptual effnet-lite0 --backbone-weights .gpu/effnet-lite0.pth"
