@@ -1,10 +1,11 @@
 """Checkpoint files: written atomically, read without ever unpickling code.
 
 Two formats carry the same content (model configuration inside):
-- ``.safetensors``: model weights only (the shipped model, half precision), configuration
-  in the metadata as JSON;
-- anything else: ``torch.save`` of a dict of tensors and plain values (trainer state too),
+- safetensors: model weights only (the shipped model, half precision), configuration in the
+  metadata as JSON;
+- ``torch.save`` of a dict of tensors and plain values (trainer state too),
   read back with ``torch.load(weights_only=True)``, which refuses pickled code.
+The format is recognised by content, not by the file name.
 """
 
 from __future__ import annotations
@@ -66,8 +67,13 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{path}: checkpoint file not found")
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty")
-    if path.suffix == ".safetensors":
+    kind = _sniff(path)
+    if kind == "safetensors" or path.suffix.lower() == ".safetensors":
         return _load_safetensors(path)
+    if kind == "unknown":
+        raise CheckpointError(
+            f"{path}: not a checkpoint (neither a safetensors model file nor a PyTorch file)"
+        )
     _check_zip_checksums(path)
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
@@ -79,6 +85,22 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if not isinstance(payload, dict) or "model" not in payload or "model_config" not in payload:
         raise CheckpointError(f"{path}: not a checkpoint of this project (no model/config)")
     return payload
+
+
+def _sniff(path: Path) -> str:
+    """'safetensors', 'torch' (zip or legacy pickle: torch.save) or 'unknown', by content, so
+    a renamed or upper-case file is still read the right way."""
+    try:
+        with path.open("rb") as fh:
+            head = fh.read(9)
+    except OSError as exc:
+        raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
+    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
+        return "torch"
+    header_length = int.from_bytes(head[:8], "little")
+    if head[8:9] == b"{" and 0 < header_length <= path.stat().st_size - 8:
+        return "safetensors"
+    return "unknown"
 
 
 def _check_zip_checksums(path: Path) -> None:
@@ -111,6 +133,8 @@ def _load_safetensors(path: Path) -> dict[str, Any]:
             metadata = fh.metadata() or {}
         config = json.loads(metadata["model_config"])
         extra = json.loads(metadata.get("extra", "{}"))
+        if not isinstance(extra, dict):
+            raise ValueError(f"its 'extra' metadata is a {type(extra).__name__}, not a mapping")
     except (SafetensorError, KeyError, json.JSONDecodeError, OSError, ValueError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"{path}: not a valid model file ({reason[:200]})") from None

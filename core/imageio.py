@@ -22,6 +22,7 @@ MAX_PIXELS = 200_000_000
 Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
+JPEG_EXIF_LIMIT = 65533  # bytes of EXIF one JPEG APP1 segment can hold
 
 
 class ImageLoadError(ValueError):
@@ -147,7 +148,8 @@ def save_image(
     icc_profile: bytes | None = None,
     quality: int = 95,
 ) -> None:
-    """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can."""
+    """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can.
+    JPEG is the only lossy output (quality ``quality``); WebP is written lossless."""
     path = Path(path)
     fmt = _format_for(path)
     arr = np.asarray(pixels)
@@ -158,9 +160,13 @@ def save_image(
     if icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
         params["icc_profile"] = icc_profile
     if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["exif"] = exif
-    if fmt in ("JPEG", "WEBP"):
+        # A JPEG's EXIF must fit one 64 KB APP1 segment; a longer block (from a PNG or TIFF
+        # original) is dropped rather than losing the result.
+        if not (fmt == "JPEG" and len(exif) > JPEG_EXIF_LIMIT):
+            params["exif"] = exif
+    if fmt == "JPEG":
         params["quality"] = quality
-    if fmt == "WEBP" and quality >= 100:
+    if fmt == "WEBP":
+        # Lossless, like PNG and TIFF: the pixels outside the hole stay exactly the input's.
         params["lossless"] = True
     atomic_save_pil(img, path, fmt, **params)

@@ -7,13 +7,15 @@
 IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
 folder, and a photo or mask that cannot be used is reported and skipped (exit 2 at the end).
 MASK images are white = hole. User mistakes print one line to stderr and exit 2;
-a failure to write (disk full, no permission) or to find memory prints one line and exits 1.
+an input that cannot be read (no permission) is a user mistake too; a failure to write (disk
+full, no permission) or to find memory prints one line and exits 1.
 Nothing is overwritten without --overwrite, and the input photo and mask never are.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -42,11 +44,18 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
-    return {
-        p.stem: p
-        for p in sorted(folder.iterdir())
-        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-    }
+    """Images by file stem; two with one stem (a.jpg, a.png) cannot be told apart."""
+    found: dict[str, Path] = {}
+    for p in sorted(folder.iterdir()):
+        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+            continue
+        if p.stem in found:
+            raise UsageError(
+                f"{folder}: {found[p.stem].name} and {p.name} have the same name; rename one "
+                "(photos and masks are matched by name)"
+            )
+        found[p.stem] = p
+    return found
 
 
 def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]]:
@@ -79,7 +88,10 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]
     return [(args.image, args.mask, args.out, args.raw_out)]
 
 
-def _check_outputs(jobs: list[tuple[Path, Path, Path, Path | None]], overwrite: bool) -> None:
+def _check_outputs(
+    jobs: list[tuple[Path, Path, Path, Path | None]], overwrite: bool, folder_mode: bool
+) -> None:
+    """Every output problem that can be known before any work is done."""
     for image, mask, out, raw in jobs:
         if raw is not None and raw.resolve() == out.resolve():
             raise UsageError(f"{raw}: --raw-out and -o name the same file")
@@ -90,8 +102,17 @@ def _check_outputs(jobs: list[tuple[Path, Path, Path, Path | None]], overwrite: 
                 raise UsageError(f"{target}: refusing to overwrite the input photo")
             if target.resolve() == mask.resolve():
                 raise UsageError(f"{target}: refusing to overwrite the input mask")
+            if target.is_dir():
+                raise UsageError(f"{target}: is a folder; name the output file")
             if target.exists() and not overwrite:
                 raise UsageError(f"{target}: already exists (use --overwrite to replace it)")
+            folder = target.parent
+            if folder.exists() and not folder.is_dir():
+                raise UsageError(f"{folder}: is not a folder")
+            if not folder.exists() and not folder_mode:
+                raise UsageError(f"{target}: folder {folder} does not exist")
+            if folder.is_dir() and not os.access(folder, os.W_OK):
+                raise UsageError(f"{folder}: no permission to write there")
             if target.suffix.lower() not in IMAGE_SUFFIXES:
                 raise UsageError(
                     f"{target}: unsupported output extension; use one of "
@@ -108,14 +129,15 @@ def run(argv: list[str] | None = None) -> int:
     writing: Path | None = None  # the file being saved, for the message if that fails
     try:
         jobs = _jobs(args)
-        _check_outputs(jobs, args.overwrite)
+        _check_outputs(jobs, args.overwrite, folder_mode=args.image.is_dir())
         inpainter = Inpainter.from_checkpoint(
             args.checkpoint, device=args.device, precision=args.precision
         )
-        if len(jobs) > 1:
-            args.out.mkdir(parents=True, exist_ok=True)
-            if args.raw_out is not None:
-                args.raw_out.mkdir(parents=True, exist_ok=True)
+        if args.image.is_dir():
+            for writing in (args.out, args.raw_out):
+                if writing is not None:
+                    writing.mkdir(parents=True, exist_ok=True)
+            writing = None
         failed = 0
         for image_path, mask_path, out, raw in jobs:
             try:
@@ -134,7 +156,9 @@ def run(argv: list[str] | None = None) -> int:
                 if not args.image.is_dir():
                     raise
                 # A folder goes on past a bad photo or mask: the others are still filled.
-                print(f"error: {exc}", file=sys.stderr)
+                text = str(exc)
+                named = str(image_path) in text or str(mask_path) in text
+                print(f"error: {text if named else f'{image_path}: {text}'}", file=sys.stderr)
                 failed += 1
                 continue
             for notice in result.notices:
@@ -154,10 +178,12 @@ def run(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied...: the target is left as it was
-        where = writing or exc.filename
         reason = exc.strerror or str(exc) or type(exc).__name__
-        print(f"error: {where}: cannot write ({reason})" if where else f"error: {reason}",
-              file=sys.stderr)
+        if writing is None:  # reading an input (a folder without permission, say)
+            where = f"{exc.filename}: " if exc.filename else ""
+            print(f"error: {where}cannot read ({reason})", file=sys.stderr)
+            return 2
+        print(f"error: {writing}: cannot write ({reason})", file=sys.stderr)
         return 1
     except MemoryError:
         print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter
+from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
 
 # The paper's six hole-to-image area buckets: (lo, hi].
 BUCKETS: tuple[tuple[float, float], ...] = tuple(
@@ -247,14 +247,18 @@ def load_mask(path: str | Path) -> np.ndarray:
                     f"{MAX_PIXELS / 1e6:.0f} MP limit"
                 )
             img.load()
+            lossless = img.format in ("PNG", "BMP", "PPM", "TGA") or (
+                img.format == "TIFF" and "jpeg" not in str(img.info.get("compression", ""))
+            )
+            # Upright like the photo (core.imageio applies the photo's EXIF orientation): a
+            # mask saved with the photo's orientation tag lines up with what the user sees.
+            img = ImageOps.exif_transpose(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))
                 return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
-            # Only lossless files can mean 0/1 literally: JPEG noise in a black mask reaches 1.
-            lossless = img.format in ("PNG", "BMP", "PPM", "TGA") or (
-                img.format == "TIFF" and "jpeg" not in str(img.info.get("compression", ""))
-            )
+            # (lossless, above: only such files can mean 0/1 literally; JPEG noise in a black
+            # mask reaches 1.)
             if img.mode in ("I;16", "I;16B", "I;16L", "I"):
                 arr = np.asarray(img)
                 if lossless and _zero_one(arr):

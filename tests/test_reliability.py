@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import errno
 import io
+import json
 import os
 import pickle
 import signal
@@ -1022,3 +1023,117 @@ def test_more_kinds_of_broken_training_photos_are_skipped_with_a_warning(tmp_pat
     broken = [str(w.message) for w in caught if issubclass(w.category, BrokenImageWarning)]
     for name in ("cut.png", "cut.jpg", "page.jpg", "bomb.png"):
         assert sum(name in m for m in broken) == 2, (name, broken)  # dataset + validation
+
+
+# == found by exploratory testing: orientation, folders, formats, read errors ================
+def _cli_inputs(folder: Path, h: int = 30, w: int = 40) -> tuple[Path, Path]:
+    Image.fromarray(_photo(h, w)).save(folder / "p.png")
+    Image.fromarray(_centre_hole(h, w).astype(np.uint8) * 255).save(folder / "m.png")
+    return folder / "p.png", folder / "m.png"
+
+
+def test_mask_follows_its_exif_orientation_like_the_photo(tmp_path):
+    """Photo and mask stored upside down with Orientation=3 look identical in a viewer; the
+    mask must land where the user sees the hole, not mirrored."""
+    stored = np.zeros((30, 40), bool)
+    stored[2:8, 3:12] = True  # top-left as stored: bottom-right as displayed
+    exif = Image.Exif()
+    exif[0x0112] = 3
+    Image.fromarray(stored.astype(np.uint8) * 255).save(tmp_path / "m.png", exif=exif.tobytes())
+    Image.fromarray(_photo(30, 40)).save(tmp_path / "p.png", exif=exif.tobytes())
+    hole = load_mask(tmp_path / "m.png")
+    assert np.array_equal(hole, stored[::-1, ::-1])
+    assert load_image(tmp_path / "p.png").pixels.shape[:2] == hole.shape
+
+
+def test_cli_folder_with_one_photo_creates_the_output_folder(tmp_path, capsys, tiny_model_file):
+    (tmp_path / "img").mkdir()
+    (tmp_path / "msk").mkdir()
+    _cli_inputs(tmp_path / "img")
+    (tmp_path / "img" / "m.png").rename(tmp_path / "msk" / "p.png")
+    code, err = _cli(capsys, tmp_path / "img", tmp_path / "msk", "-o", tmp_path / "out" / "a",
+                     "--raw-out", tmp_path / "raw", "--checkpoint", tiny_model_file)
+    assert code == 0, err
+    assert (tmp_path / "out" / "a" / "p.png").is_file() and (tmp_path / "raw" / "p.png").is_file()
+
+
+def test_cli_folder_refuses_two_photos_with_one_name(tmp_path, capsys, tiny_model_file):
+    for folder in ("img", "msk"):
+        (tmp_path / folder).mkdir()
+    Image.fromarray(_photo(30, 40)).save(tmp_path / "img" / "a.png")
+    Image.fromarray(_photo(30, 40)).save(tmp_path / "img" / "a.jpg")
+    Image.fromarray(_centre_hole(30, 40).astype(np.uint8) * 255).save(tmp_path / "msk" / "a.png")
+    code, err = _cli(capsys, tmp_path / "img", tmp_path / "msk", "-o", tmp_path / "out",
+                     "--checkpoint", tiny_model_file)
+    assert code == 2 and "a.jpg and a.png have the same name" in _one_line(err)
+    assert not (tmp_path / "out").exists()
+
+
+def test_webp_output_is_lossless(tmp_path):
+    pixels = _photo(40, 50)
+    save_image(tmp_path / "o.webp", pixels)
+    assert np.array_equal(load_image(tmp_path / "o.webp").pixels, pixels)
+
+
+def test_jpeg_output_drops_an_exif_block_too_long_for_it(tmp_path):
+    exif = Image.Exif()
+    exif[0x010E] = "x" * 70_000  # ImageDescription: more than one JPEG APP1 segment holds
+    save_image(tmp_path / "o.jpg", _photo(20, 30), exif=exif.tobytes())
+    with Image.open(tmp_path / "o.jpg") as saved:
+        assert saved.size == (30, 20) and "exif" not in saved.info
+
+
+def test_cli_checks_the_output_folder_before_any_work(tmp_path, capsys, monkeypatch,
+                                                       tiny_model_file):
+    def never(*args, **kwargs):
+        raise AssertionError("the network ran although the output cannot be written")
+
+    monkeypatch.setattr(Inpainter, "inpaint", never)
+    photo, mask = _cli_inputs(tmp_path)
+    code, err = _cli(capsys, photo, mask, "-o", tmp_path / "nope" / "o.png",
+                     "--checkpoint", tiny_model_file)
+    assert code == 2 and "folder" in err and "does not exist" in _one_line(err)
+    (tmp_path / "dir.png").mkdir()
+    code, err = _cli(capsys, photo, mask, "-o", tmp_path / "dir.png", "--overwrite",
+                     "--checkpoint", tiny_model_file)
+    assert code == 2 and "is a folder" in _one_line(err)
+
+
+def test_cli_unreadable_input_is_a_read_error(tmp_path, capsys, monkeypatch, tiny_model_file):
+    import core.inpaint
+
+    def denied(path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(path))
+
+    monkeypatch.setattr(core.inpaint, "load_image", denied)
+    photo, mask = _cli_inputs(tmp_path)
+    code, err = _cli(capsys, photo, mask, "-o", tmp_path / "o.png", "--checkpoint",
+                     tiny_model_file)
+    assert code == 2 and _one_line(err) == f"error: {photo}: cannot read (Permission denied)"
+
+
+def test_checkpoint_format_is_recognised_by_content(tmp_path, tiny_model_file):
+    upper = tmp_path / "MODEL.SAFETENSORS"
+    upper.write_bytes(tiny_model_file.read_bytes())
+    bare = tmp_path / "model"
+    bare.write_bytes(tiny_model_file.read_bytes())
+    for path in (upper, bare):
+        assert Inpainter.from_checkpoint(path, device="cpu").model.config.layers == 4
+    noise = tmp_path / "noise.pt"
+    noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
+    with pytest.raises(CheckpointError, match="not a checkpoint") as error:
+        load_checkpoint(noise)
+    assert "pickled" not in str(error.value)
+
+
+def test_safetensors_with_non_mapping_extra_metadata_is_one_line(tmp_path):
+    from safetensors.torch import save as save_safetensors
+
+    model = PConvUNet(layers=4, width=8)
+    data = save_safetensors({k: v.contiguous() for k, v in model.state_dict().items()},
+                            metadata={"model_config": json.dumps(model.config.to_dict()),
+                                      "extra": "[1, 2]"})
+    path = tmp_path / "list.safetensors"
+    path.write_bytes(data)
+    with pytest.raises(CheckpointError, match="not a mapping"):
+        load_checkpoint(path)
