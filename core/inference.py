@@ -274,6 +274,14 @@ class Inpainter:
                    max_hole_radius=radius, precision=precision)
 
     @property
+    def min_crop(self) -> int:
+        """The smallest crop side run around a hole (when the photo has that much): 3/4 of
+        the working size. On small holes in the val photos 3/4 kept PSNR (-0.01 dB over 48
+        photos, as many better as worse) at 0.56x the work of a full working-size crop;
+        1/2 was cheaper still but lost 0.03 dB (25 of 48 worse)."""
+        return max(self.multiple, self.work_size * 3 // 4)
+
+    @property
     def device_name(self) -> str:
         name = describe_device(self.device)
         return f"{name} (bfloat16)" if self.autocast_dtype == torch.bfloat16 else name
@@ -334,9 +342,11 @@ class Inpainter:
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
         margin = max(context, span // 2)
-        # At least the working size of context when the photo has it, more around big holes.
-        t, b = _expand(top, bottom, max(self.work_size, bottom - top + 2 * margin), h)
-        lft, rgt = _expand(left, right, max(self.work_size, right - left + 2 * margin), w)
+        # The hole plus its context, at least min_crop: a small hole needs no full
+        # working-size pass around it.
+        least = self.min_crop
+        t, b = _expand(top, bottom, max(least, bottom - top + 2 * margin), h)
+        lft, rgt = _expand(left, right, max(least, right - left + 2 * margin), w)
         crop_rgb = rgb[t:b, lft:rgt]
         crop_hole = hole[t:b, lft:rgt]
         ch, cw = crop_hole.shape

@@ -110,7 +110,8 @@ def test_event_loop_keeps_ticking_while_the_worker_runs(make_window, slow_model_
                                                         big_photo_file, qtbot):
     window = make_window(checkpoint=slow_model_path, photo=big_photo_file)
     document = window.document
-    document.edit_mask(square_hole((512, 512), 200, 180, 120), "hole")
+    # big enough that the crop is the whole 512 x 512 photo: about a second of work
+    document.edit_mask(square_hole((512, 512), 110, 100, 300), "hole")
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
