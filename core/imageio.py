@@ -38,6 +38,8 @@ class LoadedImage:
     icc_profile: bytes | None = None
     format: str | None = None
     info: dict = field(default_factory=dict)
+    dpi: tuple[float, float] | None = None
+    notes: list[str] = field(default_factory=list)  # what the conversion to RGB changed
 
 
 def to_rgb8(img: Image.Image) -> np.ndarray:
@@ -85,7 +87,11 @@ def load_image(path: str | Path) -> LoadedImage:
             img.load()
             exif = img.info.get("exif")
             icc = img.info.get("icc_profile")
+            dpi = _dpi(img.info.get("dpi"))
             oriented = ImageOps.exif_transpose(img)
+            notes = []
+            if _has_transparency(oriented):
+                notes.append("its transparent areas were flattened onto white")
             pixels = to_rgb8(oriented)
     except ImageLoadError:
         raise
@@ -104,7 +110,25 @@ def load_image(path: str | Path) -> LoadedImage:
         # A CMYK or grey profile does not describe the RGB pixels made from it; keeping it
         # would make colour-managed viewers misread the saved result.
         icc = None
-    return LoadedImage(pixels=pixels, exif=exif, icc_profile=icc, format=fmt)
+    return LoadedImage(pixels=pixels, exif=exif, icc_profile=icc, format=fmt, dpi=dpi,
+                       notes=notes)
+
+
+def _dpi(value: object) -> tuple[float, float] | None:
+    """The file's resolution if it is a pair of sane numbers (it is often missing or 0)."""
+    try:
+        x, y = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        return None
+    return (x, y) if 0 < x < 1e6 and 0 < y < 1e6 else None
+
+
+def _has_transparency(img: Image.Image) -> bool:
+    if img.mode in ("RGBA", "LA", "PA"):
+        return img.getchannel("A").getextrema()[0] < 255
+    if img.mode == "P" and "transparency" in img.info:
+        return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
+    return False
 
 
 def _exif_without_orientation(exif: bytes) -> bytes | None:
@@ -147,6 +171,7 @@ def save_image(
     exif: bytes | None = None,
     icc_profile: bytes | None = None,
     quality: int = 95,
+    dpi: tuple[float, float] | None = None,
 ) -> None:
     """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can.
     JPEG is the only lossy output (quality ``quality``); WebP is written lossless."""
@@ -164,6 +189,8 @@ def save_image(
         # original) is dropped rather than losing the result.
         if not (fmt == "JPEG" and len(exif) > JPEG_EXIF_LIMIT):
             params["exif"] = exif
+    if dpi and fmt in ("JPEG", "PNG", "TIFF"):
+        params["dpi"] = dpi
     if fmt == "JPEG":
         params["quality"] = quality
     if fmt == "WEBP":

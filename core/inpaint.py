@@ -17,7 +17,10 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import warnings
 from pathlib import Path
+
+from PIL import Image
 
 from core.imageio import IMAGE_SUFFIXES, ImageLoadError, load_image, save_image
 
@@ -122,6 +125,19 @@ def _check_outputs(
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    with warnings.catch_warnings():
+        # Pillow's warnings (a large image, odd EXIF) are either followed by our own one-line
+        # error or harmless; they would only add stack-trace-like lines to the output.
+        warnings.filterwarnings("ignore", module=r"PIL\.")
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return _run(args)
+        except KeyboardInterrupt:  # also while torch is still being imported
+            print("error: interrupted", file=sys.stderr)
+            return 130
+
+
+def _run(args: argparse.Namespace) -> int:
     from core.checkpoint import CheckpointError
     from core.inference import Inpainter
     from core.masks import load_mask
@@ -163,11 +179,14 @@ def run(argv: list[str] | None = None) -> int:
                 continue
             for notice in result.notices:
                 print(f"note: {notice}", file=sys.stderr)
+            for note in photo.notes:
+                print(f"note: {image_path}: {note}", file=sys.stderr)
+            metadata = {"exif": photo.exif, "icc_profile": photo.icc_profile, "dpi": photo.dpi}
             writing = out
-            save_image(out, result.composite, exif=photo.exif, icc_profile=photo.icc_profile)
+            save_image(out, result.composite, **metadata)
             if raw is not None:
                 writing = raw
-                save_image(raw, result.raw, exif=photo.exif, icc_profile=photo.icc_profile)
+                save_image(raw, result.raw, **metadata)
             writing = None
             print(f"{image_path} -> {out}")
         if failed:

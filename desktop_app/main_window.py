@@ -420,7 +420,8 @@ class MainWindow(QMainWindow):
         self._set_photo(loaded.pixels, path, loaded.exif, loaded.icc_profile)
         self.settings.add_recent_file(path)
         self.settings.last_folder = str(path.resolve().parent)
-        self.notify(f"Opened {path.name}: {self.document.width} x {self.document.height}")
+        notes = "".join(f"; {note}" for note in loaded.notes)
+        self.notify(f"Opened {path.name}: {self.document.width} x {self.document.height}{notes}")
         return True
 
     def paste_from_clipboard(self) -> bool:

@@ -1137,3 +1137,20 @@ def test_safetensors_with_non_mapping_extra_metadata_is_one_line(tmp_path):
     path.write_bytes(data)
     with pytest.raises(CheckpointError, match="not a mapping"):
         load_checkpoint(path)
+
+
+def test_cli_keeps_dpi_and_says_when_transparency_is_flattened(tmp_path, capsys,
+                                                               tiny_model_file):
+    rgba = np.dstack([_photo(30, 40), np.full((30, 40), 255, np.uint8)])
+    rgba[:5, :5, 3] = 0
+    Image.fromarray(rgba).save(tmp_path / "p.png", dpi=(300, 300))
+    Image.fromarray(_centre_hole(30, 40).astype(np.uint8) * 255).save(tmp_path / "m.png")
+    code, err = _cli(capsys, tmp_path / "p.png", tmp_path / "m.png", "-o", tmp_path / "o.jpg",
+                     "--checkpoint", tiny_model_file)
+    assert code == 0, err
+    assert "p.png: its transparent areas were flattened onto white" in err
+    with Image.open(tmp_path / "o.jpg") as saved:
+        assert tuple(round(v) for v in saved.info["dpi"]) == (300, 300)
+    opaque = tmp_path / "opaque.png"
+    Image.fromarray(np.dstack([_photo(30, 40), np.full((30, 40), 255, np.uint8)])).save(opaque)
+    assert load_image(opaque).notes == []
