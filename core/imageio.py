@@ -92,6 +92,8 @@ def load_image(path: str | Path) -> LoadedImage:
             notes = []
             if _has_transparency(oriented):
                 notes.append("its transparent areas were flattened onto white")
+            if oriented.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+                notes.append("its high bit depth (16-bit or more) is saved as 8-bit")
             pixels = to_rgb8(oriented)
     except ImageLoadError:
         raise

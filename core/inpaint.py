@@ -46,11 +46,14 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
-def _images_in(folder: Path) -> dict[str, Path]:
+MASK_SUFFIXES = (*IMAGE_SUFFIXES, ".gif")  # painted masks are sometimes GIFs
+
+
+def _images_in(folder: Path, suffixes: tuple[str, ...] = IMAGE_SUFFIXES) -> dict[str, Path]:
     """Images by file stem; two with one stem (a.jpg, a.png) cannot be told apart."""
     found: dict[str, Path] = {}
     for p in sorted(folder.iterdir()):
-        if not p.is_file() or p.suffix.lower() not in IMAGE_SUFFIXES:
+        if not p.is_file() or p.suffix.lower() not in suffixes:
             continue
         if p.stem in found:
             raise UsageError(
@@ -70,7 +73,7 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]
     if args.image.is_dir():
         if not args.mask.is_dir():
             raise UsageError(f"{args.mask}: must be a folder when IMAGE is a folder")
-        images, masks = _images_in(args.image), _images_in(args.mask)
+        images, masks = _images_in(args.image), _images_in(args.mask, MASK_SUFFIXES)
         if not images:
             raise UsageError(f"{args.image}: no images found")
         missing = sorted(set(images) - set(masks))

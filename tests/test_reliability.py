@@ -1050,7 +1050,9 @@ def test_cli_folder_with_one_photo_creates_the_output_folder(tmp_path, capsys, t
     (tmp_path / "img").mkdir()
     (tmp_path / "msk").mkdir()
     _cli_inputs(tmp_path / "img")
-    (tmp_path / "img" / "m.png").rename(tmp_path / "msk" / "p.png")
+    with Image.open(tmp_path / "img" / "m.png") as mask:
+        mask.save(tmp_path / "msk" / "p.gif")  # a GIF mask is found in folder mode too
+    (tmp_path / "img" / "m.png").unlink()
     code, err = _cli(capsys, tmp_path / "img", tmp_path / "msk", "-o", tmp_path / "out" / "a",
                      "--raw-out", tmp_path / "raw", "--checkpoint", tiny_model_file)
     assert code == 0, err
@@ -1154,3 +1156,11 @@ def test_cli_keeps_dpi_and_says_when_transparency_is_flattened(tmp_path, capsys,
     opaque = tmp_path / "opaque.png"
     Image.fromarray(np.dstack([_photo(30, 40), np.full((30, 40), 255, np.uint8)])).save(opaque)
     assert load_image(opaque).notes == []
+
+
+def test_high_bit_depth_is_noted(tmp_path):
+    values = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
+    Image.fromarray(values).save(tmp_path / "deep.png")
+    assert load_image(tmp_path / "deep.png").notes == [
+        "its high bit depth (16-bit or more) is saved as 8-bit"
+    ]
