@@ -68,8 +68,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     if path.stat().st_size == 0:
         raise CheckpointError(f"{path}: checkpoint file is empty")
     kind = _sniff(path)
-    if kind == "safetensors" or path.suffix.lower() == ".safetensors":
-        return _load_safetensors(path)
+    if kind == "safetensors" or (kind != "zip" and path.suffix.lower() == ".safetensors"):
+        return _load_safetensors(path)  # (a damaged one is reported by its own loader)
     if kind == "unknown":
         raise CheckpointError(
             f"{path}: not a checkpoint (neither a safetensors model file nor a PyTorch file)"
@@ -88,18 +88,21 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def _sniff(path: Path) -> str:
-    """'safetensors', 'torch' (zip or legacy pickle: torch.save) or 'unknown', by content, so
-    a renamed or upper-case file is still read the right way."""
+    """'safetensors', 'zip' or 'pickle' (torch.save, new and legacy) or 'unknown', by content,
+    so a renamed or upper-case file is still read the right way. Safetensors is tested first:
+    its first byte is the low byte of its header length and may be anything, 0x80 included."""
     try:
         with path.open("rb") as fh:
             head = fh.read(9)
     except OSError as exc:
         raise CheckpointError(f"{path}: cannot read ({exc.strerror or exc})") from None
-    if head[:4] == b"PK\x03\x04" or head[:1] == b"\x80":
-        return "torch"
     header_length = int.from_bytes(head[:8], "little")
     if head[8:9] == b"{" and 0 < header_length <= path.stat().st_size - 8:
         return "safetensors"
+    if head[:4] == b"PK\x03\x04":
+        return "zip"
+    if head[:1] == b"\x80":
+        return "pickle"
     return "unknown"
 
 

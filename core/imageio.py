@@ -8,6 +8,7 @@ half-written image behind.
 
 from __future__ import annotations
 
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -84,15 +85,16 @@ def load_image(path: str | Path) -> LoadedImage:
                     f"{path}: image is {w} x {h} ({w * h / 1e6:.0f} MP), larger than the "
                     f"{MAX_PIXELS / 1e6:.0f} MP limit"
                 )
+            deep = _high_bit_depth(img)  # before load(): Pillow reduces 16-bit RGB on load
             img.load()
             exif = img.info.get("exif")
             icc = img.info.get("icc_profile")
             dpi = _dpi(img.info.get("dpi"))
-            oriented = ImageOps.exif_transpose(img)
+            oriented = upright(img)
             notes = []
             if _has_transparency(oriented):
                 notes.append("its transparent areas were flattened onto white")
-            if oriented.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+            if deep:
                 notes.append("its high bit depth (16-bit or more) is saved as 8-bit")
             pixels = to_rgb8(oriented)
     except ImageLoadError:
@@ -114,6 +116,29 @@ def load_image(path: str | Path) -> LoadedImage:
         icc = None
     return LoadedImage(pixels=pixels, exif=exif, icc_profile=icc, format=fmt, dpi=dpi,
                        notes=notes)
+
+
+def upright(img: Image.Image) -> Image.Image:
+    """The image as displayed (EXIF orientation applied); as stored when its EXIF is damaged,
+    since the pixels are still good."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except (SyntaxError, OSError, ValueError, KeyError, TypeError, struct.error):
+        return img
+
+
+def _high_bit_depth(img: Image.Image) -> bool:
+    """More than 8 bits per sample in the file (checked before the pixels are decoded)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return True
+    if any(";16" in str(tile[3:]) for tile in getattr(img, "tile", []) or []):
+        return True  # e.g. a 48-bit PNG: raw mode RGB;16B, decoded to 8-bit RGB
+    tags = getattr(img, "tag_v2", None)
+    if tags is not None:
+        bits = tags.get(258, (8,))
+        bits = bits if isinstance(bits, tuple) else (bits,)
+        return max((int(b) for b in bits), default=8) > 8
+    return False
 
 
 def _dpi(value: object) -> tuple[float, float] | None:
@@ -197,5 +222,6 @@ def save_image(
         params["quality"] = quality
     if fmt == "WEBP":
         # Lossless, like PNG and TIFF: the pixels outside the hole stay exactly the input's.
-        params["lossless"] = True
+        # Fastest effort: the default takes ~17x longer (3.4 s for 1.5 MP) for ~10 % smaller.
+        params.update(lossless=True, method=0, quality=0)
     atomic_save_pil(img, path, fmt, **params)

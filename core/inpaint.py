@@ -197,7 +197,10 @@ def _run(args: argparse.Namespace) -> int:
                   file=sys.stderr)
             return 2
     except (UsageError, ImageLoadError, CheckpointError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        text = str(exc)
+        if writing is not None and str(writing) not in text:  # e.g. an encoder's own words
+            text = f"{writing}: cannot save ({text})"
+        print(f"error: {text}", file=sys.stderr)
         return 2
     except OSError as exc:  # disk full, permission denied...: the target is left as it was
         reason = exc.strerror or str(exc) or type(exc).__name__

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageChops, ImageDraw, ImageFilter, ImageOps
+from PIL import Image, ImageChops, ImageDraw, ImageFilter
 
 # The paper's six hole-to-image area buckets: (lo, hi].
 BUCKETS: tuple[tuple[float, float], ...] = tuple(
@@ -235,7 +235,7 @@ def _zero_one(arr: np.ndarray) -> bool:
 
 def load_mask(path: str | Path) -> np.ndarray:
     """Load a mask image (white = hole) as a bool hole mask, always binarised."""
-    from core.imageio import MAX_PIXELS
+    from core.imageio import MAX_PIXELS, upright
 
     path = Path(path)
     try:
@@ -252,7 +252,7 @@ def load_mask(path: str | Path) -> np.ndarray:
             )
             # Upright like the photo (core.imageio applies the photo's EXIF orientation): a
             # mask saved with the photo's orientation tag lines up with what the user sees.
-            img = ImageOps.exif_transpose(img)
+            img = upright(img)
             if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))

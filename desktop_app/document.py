@@ -37,6 +37,7 @@ class Document(QObject):
         self.display_name = ""
         self.exif: bytes | None = None
         self.icc_profile: bytes | None = None
+        self.dpi: tuple[float, float] | None = None
         self.revision = 0
         # Identifies the photo's pixels, so that undoing back to the saved state is "clean".
         self.photo_state = 0
@@ -79,6 +80,7 @@ class Document(QObject):
         exif: bytes | None = None,
         icc_profile: bytes | None = None,
         display_name: str | None = None,
+        dpi: tuple[float, float] | None = None,
     ) -> None:
         """Start editing a new photo: empty mask, empty history."""
         arr = np.ascontiguousarray(pixels, dtype=np.uint8)
@@ -91,6 +93,7 @@ class Document(QObject):
         self.display_name = display_name or (self.source_path.name if self.source_path else "")
         self.exif = exif
         self.icc_profile = icc_profile
+        self.dpi = dpi
         self.photo_state = next(_photo_states)
         self.saved_photo_state = self.photo_state
         self.undo_stack.setClean()

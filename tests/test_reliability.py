@@ -1121,6 +1121,20 @@ def test_checkpoint_format_is_recognised_by_content(tmp_path, tiny_model_file):
     bare.write_bytes(tiny_model_file.read_bytes())
     for path in (upper, bare):
         assert Inpainter.from_checkpoint(path, device="cpu").model.config.layers == 4
+    # a safetensors header whose length starts with byte 0x80, like a legacy pickle
+    from safetensors.torch import save as save_safetensors
+
+    model = PConvUNet(layers=4, width=8)
+    tensors = {k: v.contiguous() for k, v in model.state_dict().items()}
+    for pad in range(300):
+        meta = {"model_config": json.dumps(model.config.to_dict()), "pad": "x" * pad}
+        data = save_safetensors(tensors, metadata=meta)
+        if data[0] == 0x80:
+            break
+    assert data[0] == 0x80
+    renamed = tmp_path / "renamed.pt"
+    renamed.write_bytes(data)
+    assert load_checkpoint(renamed)["model_config"]["layers"] == 4
     noise = tmp_path / "noise.pt"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, np.uint8).tobytes())
     with pytest.raises(CheckpointError, match="not a checkpoint") as error:
@@ -1161,6 +1175,25 @@ def test_cli_keeps_dpi_and_says_when_transparency_is_flattened(tmp_path, capsys,
 def test_high_bit_depth_is_noted(tmp_path):
     values = (np.arange(600, dtype=np.uint16).reshape(20, 30) * 100)
     Image.fromarray(values).save(tmp_path / "deep.png")
-    assert load_image(tmp_path / "deep.png").notes == [
-        "its high bit depth (16-bit or more) is saved as 8-bit"
-    ]
+    (tmp_path / "rgb48.png").write_bytes(_png16(np.dstack([values] * 3)))
+    for name in ("deep.png", "rgb48.png"):
+        assert load_image(tmp_path / name).notes == [
+            "its high bit depth (16-bit or more) is saved as 8-bit"
+        ], name
+    Image.fromarray(_photo(20, 30)).save(tmp_path / "plain.png")
+    assert load_image(tmp_path / "plain.png").notes == []
+
+
+def test_damaged_exif_keeps_mask_and_photo_usable(tmp_path):
+    hole = _centre_hole(30, 40)
+    damaged = b"Exif\x00\x00\xccM\x00*" + b"\x00" * 20
+    Image.fromarray(hole.astype(np.uint8) * 255).save(tmp_path / "m.png", exif=damaged)
+    Image.fromarray(_photo(30, 40)).save(tmp_path / "p.png", exif=damaged)
+    assert np.array_equal(load_mask(tmp_path / "m.png"), hole)
+    assert load_image(tmp_path / "p.png").pixels.shape == (30, 40, 3)
+
+
+def test_min_crop_is_a_multiple_of_the_model(tmp_path):
+    seven = Inpainter(PConvUNet(layers=7, width=4), device="cpu", work_size=512)
+    eight = Inpainter(PConvUNet(layers=8, width=4), device="cpu", work_size=512)
+    assert seven.min_crop == 384 and eight.min_crop == 512

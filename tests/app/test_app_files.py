@@ -77,7 +77,7 @@ def test_saving_the_composite_round_trips_and_keeps_exif_and_icc(make_window, tm
     exif = Image.Exif()
     exif[0x010F] = "TestCam"  # Make
     Image.fromarray(photo_maker()).save(source, quality=95, exif=exif.tobytes(),
-                                        icc_profile=icc)
+                                        icc_profile=icc, dpi=(240, 240))
     window = make_window(photo=source)
     window.document.edit_mask(square_hole((96, 128), 20, 20, 30), "hole")
     assert window.run_inpaint() is not None
@@ -94,6 +94,7 @@ def test_saving_the_composite_round_trips_and_keeps_exif_and_icc(make_window, tm
         assert saved.format == "JPEG"
         assert saved.info.get("icc_profile") == icc
         assert saved.getexif().get(0x010F) == "TestCam"
+        assert tuple(round(v) for v in saved.info["dpi"]) == (240, 240)
 
     assert window.save_to(tmp_path / "no-extension")
     assert (tmp_path / "no-extension.png").is_file()
