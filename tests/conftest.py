@@ -29,3 +29,30 @@ def tiny_model_file(tmp_path):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture
+def fake_cuda_oom(monkeypatch):
+    """``fake_cuda_oom(inpainter) -> calls``: make ``inpainter`` believe it is on a GPU whose
+    every pass runs out of memory (the model itself stays on the CPU); ``calls`` records the
+    device type of each network pass."""
+    from core.inference import Inpainter
+
+    calls: list[str] = []
+    real_forward = Inpainter._forward
+
+    def forward(self, image_t, valid_t):
+        calls.append(self.device.type)
+        if self.device.type == "cuda":
+            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real_forward(self, image_t, valid_t)
+
+    monkeypatch.setattr(Inpainter, "_forward", forward)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
+
+    def on(inpainter: Inpainter) -> list[str]:
+        inpainter.device = torch.device("cuda")
+        return calls
+
+    return on

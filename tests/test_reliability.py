@@ -669,26 +669,8 @@ def test_cli_refuses_pickled_code(tmp_path, capsys):
 
 
 # == CUDA out of memory (simulated) ==========================================================
-def _fake_cuda(monkeypatch: pytest.MonkeyPatch, inpainter: Inpainter) -> list[str]:
-    """Make ``inpainter`` believe it is on a GPU whose every pass runs out of memory."""
-    calls: list[str] = []
-    real_forward = Inpainter._forward
-
-    def forward(self, image_t, valid_t):
-        calls.append(self.device.type)
-        if self.device.type == "cuda":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(self, image_t, valid_t)
-
-    monkeypatch.setattr(Inpainter, "_forward", forward)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    inpainter.device = torch.device("cuda")  # the model itself stays on the CPU
-    return calls
-
-
-def test_cuda_out_of_memory_is_retried_on_the_cpu_with_a_notice(monkeypatch, inpainter):
-    calls = _fake_cuda(monkeypatch, inpainter)
+def test_cuda_out_of_memory_is_retried_on_the_cpu_with_a_notice(fake_cuda_oom, inpainter):
+    calls = fake_cuda_oom(inpainter)
     image = _photo(200, 260)
     hole = np.zeros((200, 260), bool)
     hole[10:20, 10:20] = True
@@ -718,13 +700,14 @@ def test_cli_reports_cpu_memory_exhaustion_in_one_line(monkeypatch, tmp_path, ca
     assert not (tmp_path / "o.png").exists()
 
 
-def test_cli_reports_the_cpu_fallback(monkeypatch, tmp_path, capsys, tiny_model_file):
+def test_cli_reports_the_cpu_fallback(monkeypatch, tmp_path, capsys, tiny_model_file,
+                                      fake_cuda_oom):
     real = Inpainter.from_checkpoint.__func__
     calls: list[list[str]] = []
 
     def from_checkpoint(cls, path=None, device="auto", precision="auto"):
         inpainter = real(cls, path, device="cpu", precision=precision)
-        calls.append(_fake_cuda(monkeypatch, inpainter))
+        calls.append(fake_cuda_oom(inpainter))
         return inpainter
 
     monkeypatch.setattr(Inpainter, "from_checkpoint", classmethod(from_checkpoint))

@@ -119,6 +119,14 @@ def photo_file(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
+def big_photo_file(tmp_path: Path, photo_maker) -> Path:
+    """A 512 x 512 photo: one pass of the slow model over it takes about a second."""
+    path = tmp_path / "big.png"
+    Image.fromarray(photo_maker(512, 512, seed=3)).save(path)
+    return path
+
+
+@pytest.fixture
 def make_window(qtbot, settings: AppSettings, tiny_model_path: Path):
     """Build a MainWindow on the CPU with a given model; it is shut down after the test."""
     from desktop_app.main_window import MainWindow

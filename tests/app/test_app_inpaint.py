@@ -4,11 +4,8 @@ responsiveness, missing or bad models, worker failures and closing mid-run."""
 from __future__ import annotations
 
 import time
-from pathlib import Path
 
 import numpy as np
-import pytest
-from PIL import Image
 from PySide6.QtCore import Qt, QTimer
 
 from core.inference import Inpainter
@@ -97,13 +94,6 @@ def test_flash_original_while_the_key_is_held(window, qtbot):
     qtbot.keyRelease(window.canvas, Qt.Key.Key_O)
     assert not window.canvas.show_original
     assert not window.composite_panel.view.show_original
-
-
-@pytest.fixture
-def big_photo_file(tmp_path: Path, photo_maker) -> Path:
-    path = tmp_path / "big.png"
-    Image.fromarray(photo_maker(512, 512, seed=3)).save(path)
-    return path
 
 
 def test_event_loop_keeps_ticking_while_the_worker_runs(make_window, slow_model_path,

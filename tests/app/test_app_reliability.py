@@ -25,7 +25,6 @@ from PIL import Image
 
 import core.atomic
 from core.checkpoint import save_checkpoint
-from core.inference import Inpainter
 from core.masks import load_mask
 from core.model import PConvUNet
 
@@ -236,22 +235,10 @@ def test_a_bad_checkpoint_is_refused_and_the_model_stays(window, qtbot, dialogs,
 
 
 # == CUDA out of memory (simulated) ============================================================
-def test_a_gpu_out_of_memory_is_finished_on_the_cpu_with_a_notice(window, qtbot, monkeypatch,
-                                                                  dialogs):
-    real_forward = Inpainter._forward
-    devices: list[str] = []
-
-    def forward(self, image_t, valid_t):
-        devices.append(self.device.type)
-        if self.device.type == "cuda":
-            raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 3.00 GiB")
-        return real_forward(self, image_t, valid_t)
-
-    monkeypatch.setattr(Inpainter, "_forward", forward)
-    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")
-    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
-    inpainter = window.service.worker._inpainter
-    inpainter.device = torch.device("cuda")  # the window is idle: the worker is not using it
+def test_a_gpu_out_of_memory_is_finished_on_the_cpu_with_a_notice(window, qtbot, dialogs,
+                                                                  fake_cuda_oom):
+    # the window is idle: the worker is not using its inpainter now
+    devices = fake_cuda_oom(window.service.worker._inpainter)
     window.document.edit_mask(square_hole((96, 128), 30, 40, 24), "hole")
     _run_and_wait(window, qtbot)
     assert window.has_current_result and not dialogs.errors
@@ -264,13 +251,6 @@ def test_a_gpu_out_of_memory_is_finished_on_the_cpu_with_a_notice(window, qtbot,
 
 
 # == stale runs and closing ===================================================================
-@pytest.fixture
-def big_photo_file(tmp_path: Path, photo_maker) -> Path:
-    path = tmp_path / "big.png"
-    Image.fromarray(photo_maker(512, 512, seed=3)).save(path)
-    return path
-
-
 def test_opening_another_photo_mid_run_drops_the_stale_result(make_window, slow_model_path,
                                                              big_photo_file, qtbot, tmp_path,
                                                              photo_maker, dialogs):
