@@ -35,7 +35,7 @@ from core import metrics
 from core.checkpoint import CheckpointError, atomic_write
 from core.data import DatasetError, border_margin_for, centre_crop, find_images, resize_hole
 from core.imageio import ImageLoadError, atomic_save_pil, load_image
-from core.inference import Inpainter, as_hole_mask, as_rgb8
+from core.inference import PRECISIONS, Inpainter, as_hole_mask, as_rgb8
 from core.masks import BUCKETS, MaskGenerator, bucket_name, bucket_of, load_mask
 
 METHODS: tuple[str, ...] = ("pconv", "telea", "navier_stokes")
@@ -360,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, default=Path("evaluation"),
                    help="output folder (default ./evaluation)")
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=["auto", "fp32", "bf16"],
+    p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="network precision (default fp32: numbers that do not depend on the CPU)")
     p.add_argument("--examples", type=int, default=6,
                    help="example grids to save, one per bucket (default 6, 0 = none)")

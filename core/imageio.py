@@ -24,6 +24,7 @@ Image.MAX_IMAGE_PIXELS = MAX_PIXELS
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp")
 JPEG_EXIF_LIMIT = 65533  # bytes of EXIF one JPEG APP1 segment can hold
+INTEGER_MODES = ("I;16", "I;16B", "I;16L", "I;16N", "I")  # Pillow's 16/32-bit integer grey
 
 
 class ImageLoadError(ValueError):
@@ -43,10 +44,15 @@ class LoadedImage:
     notes: list[str] = field(default_factory=list)  # what the conversion to RGB changed
 
 
+def has_alpha(img: Image.Image) -> bool:
+    """Whether the image carries transparency (an alpha channel or a transparent palette)."""
+    return img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info)
+
+
 def to_rgb8(img: Image.Image) -> np.ndarray:
     """Convert any Pillow image to (H, W, 3) uint8 RGB."""
     mode = img.mode
-    if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+    if mode in INTEGER_MODES:
         arr = np.asarray(img).astype(np.float64)
         # 16-bit data is scaled from its full range (a dark 16-bit photo stays dark); only
         # 32-bit "I" images, which hold either range, are guessed from their values.
@@ -58,7 +64,7 @@ def to_rgb8(img: Image.Image) -> np.ndarray:
         top = 1.0 if arr.max(initial=0) <= 1.0 else 255.0
         grey = np.clip(np.round(arr / top * 255.0), 0, 255).astype(np.uint8)
         return np.repeat(grey[..., None], 3, axis=2)
-    if mode in ("RGBA", "LA", "PA") or (mode == "P" and "transparency" in img.info):
+    if has_alpha(img):
         rgba = img.convert("RGBA")
         background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
         return np.array(Image.alpha_composite(background, rgba).convert("RGB"))
@@ -129,7 +135,7 @@ def upright(img: Image.Image) -> Image.Image:
 
 def _high_bit_depth(img: Image.Image) -> bool:
     """More than 8 bits per sample in the file (checked before the pixels are decoded)."""
-    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+    if img.mode in (*INTEGER_MODES, "F"):
         return True
     if any(";16" in str(tile[3:]) for tile in getattr(img, "tile", []) or []):
         return True  # e.g. a 48-bit PNG: raw mode RGB;16B, decoded to 8-bit RGB
@@ -151,11 +157,11 @@ def _dpi(value: object) -> tuple[float, float] | None:
 
 
 def _has_transparency(img: Image.Image) -> bool:
-    if img.mode in ("RGBA", "LA", "PA"):
-        return img.getchannel("A").getextrema()[0] < 255
-    if img.mode == "P" and "transparency" in img.info:
-        return img.convert("RGBA").getchannel("A").getextrema()[0] < 255
-    return False
+    """Whether any pixel is less than opaque (not just whether the mode could say so)."""
+    if not has_alpha(img):
+        return False
+    alpha = (img.convert("RGBA") if img.mode == "P" else img).getchannel("A")
+    return alpha.getextrema()[0] < 255
 
 
 def _exif_without_orientation(exif: bytes) -> bytes | None:

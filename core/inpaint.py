@@ -148,11 +148,12 @@ def _run(args: argparse.Namespace) -> int:
     writing: Path | None = None  # the file being saved, for the message if that fails
     try:
         jobs = _jobs(args)
-        _check_outputs(jobs, args.overwrite, folder_mode=args.image.is_dir())
+        folder_mode = args.image.is_dir()
+        _check_outputs(jobs, args.overwrite, folder_mode)
         inpainter = Inpainter.from_checkpoint(
             args.checkpoint, device=args.device, precision=args.precision
         )
-        if args.image.is_dir():
+        if folder_mode:
             for writing in (args.out, args.raw_out):
                 if writing is not None:
                     writing.mkdir(parents=True, exist_ok=True)
@@ -172,7 +173,7 @@ def _run(args: argparse.Namespace) -> int:
                     raise UsageError(f"{mask_path}: mask is empty (no white pixels to fill)")
                 result = inpainter.inpaint(photo.pixels, hole)
             except (UsageError, ImageLoadError, ValueError) as exc:
-                if not args.image.is_dir():
+                if not folder_mode:
                     raise
                 # A folder goes on past a bad photo or mask: the others are still filled.
                 text = str(exc)
@@ -210,11 +211,9 @@ def _run(args: argparse.Namespace) -> int:
             return 2
         print(f"error: {writing}: cannot write ({reason})", file=sys.stderr)
         return 1
-    except MemoryError:
-        print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)
-        return 1
-    except RuntimeError as exc:  # torch's CPU allocator reports exhaustion as RuntimeError
-        if not _out_of_memory(exc):
+    except (MemoryError, RuntimeError) as exc:
+        # torch's CPU allocator reports exhaustion as a RuntimeError, not a MemoryError
+        if isinstance(exc, RuntimeError) and not _out_of_memory(exc):
             raise
         print("error: out of memory (the photo is too large for this computer)", file=sys.stderr)
         return 1

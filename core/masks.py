@@ -95,9 +95,8 @@ class MaskGenerator:
         total = height * width
         allowed_img = None if allowed.all() else Image.fromarray(allowed.astype(np.uint8) * 255)
         canvas = Image.new("L", (width, height), 0)
-        # Shapes are drawn at canvas coordinates on a blank scratch image (Pillow's polygon
-        # fill is not exactly shift-invariant, so drawing into a small shifted region would
-        # change masks), then only their bounding box is read and cleared again.
+        # At canvas coordinates, not in a small shifted region: Pillow's polygon fill is not
+        # exactly shift-invariant, and the masks must stay as they were.
         scratch = Image.new("L", (width, height), 0)
         scratch_draw = ImageDraw.Draw(scratch)
         count = 0
@@ -235,7 +234,7 @@ def _zero_one(arr: np.ndarray) -> bool:
 
 def load_mask(path: str | Path) -> np.ndarray:
     """Load a mask image (white = hole) as a bool hole mask, always binarised."""
-    from core.imageio import MAX_PIXELS, upright
+    from core.imageio import INTEGER_MODES, MAX_PIXELS, has_alpha, upright
 
     path = Path(path)
     try:
@@ -253,13 +252,13 @@ def load_mask(path: str | Path) -> np.ndarray:
             # Upright like the photo (core.imageio applies the photo's EXIF orientation): a
             # mask saved with the photo's orientation tag lines up with what the user sees.
             img = upright(img)
-            if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+            if has_alpha(img):
                 # A painted layer: transparent = keep, opaque non-black = hole.
                 rgba = np.asarray(img.convert("RGBA"))
                 return binarize_mask(rgba[..., :3]) & (rgba[..., 3] > 127)
             # (lossless, above: only such files can mean 0/1 literally; JPEG noise in a black
             # mask reaches 1.)
-            if img.mode in ("I;16", "I;16B", "I;16L", "I"):
+            if img.mode in INTEGER_MODES:
                 arr = np.asarray(img)
                 if lossless and _zero_one(arr):
                     return arr == 1
