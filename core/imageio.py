@@ -11,6 +11,7 @@ from __future__ import annotations
 import struct
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -42,6 +43,10 @@ class LoadedImage:
     info: dict = field(default_factory=dict)
     dpi: tuple[float, float] | None = None
     notes: list[str] = field(default_factory=list)  # what the conversion to RGB changed
+
+    def save_metadata(self) -> dict[str, Any]:
+        """What ``save_image`` should carry into a result made from these pixels."""
+        return {"exif": self.exif, "icc_profile": self.icc_profile, "dpi": self.dpi}
 
 
 def has_alpha(img: Image.Image) -> bool:

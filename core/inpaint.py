@@ -185,7 +185,7 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"note: {notice}", file=sys.stderr)
             for note in photo.notes:
                 print(f"note: {image_path}: {note}", file=sys.stderr)
-            metadata = {"exif": photo.exif, "icc_profile": photo.icc_profile, "dpi": photo.dpi}
+            metadata = photo.save_metadata()
             writing = out
             save_image(out, result.composite, **metadata)
             if raw is not None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PySide6.QtCore import QObject, QRect, Signal
@@ -35,9 +36,8 @@ class Document(QObject):
         self.hole_mask: np.ndarray | None = None
         self.source_path: Path | None = None
         self.display_name = ""
-        self.exif: bytes | None = None
-        self.icc_profile: bytes | None = None
-        self.dpi: tuple[float, float] | None = None
+        # The photo's EXIF, ICC profile and DPI, as save_image takes them.
+        self.metadata: dict[str, Any] = {}
         self.revision = 0
         # Identifies the photo's pixels, so that undoing back to the saved state is "clean".
         self.photo_state = 0
@@ -77,10 +77,8 @@ class Document(QObject):
         self,
         pixels: np.ndarray,
         source_path: Path | None = None,
-        exif: bytes | None = None,
-        icc_profile: bytes | None = None,
+        metadata: dict[str, Any] | None = None,
         display_name: str | None = None,
-        dpi: tuple[float, float] | None = None,
     ) -> None:
         """Start editing a new photo: empty mask, empty history."""
         arr = np.ascontiguousarray(pixels, dtype=np.uint8)
@@ -91,9 +89,7 @@ class Document(QObject):
         self.hole_mask = np.zeros(arr.shape[:2], dtype=bool)
         self.source_path = Path(source_path) if source_path else None
         self.display_name = display_name or (self.source_path.name if self.source_path else "")
-        self.exif = exif
-        self.icc_profile = icc_profile
-        self.dpi = dpi
+        self.metadata = dict(metadata or {})
         self.photo_state = next(_photo_states)
         self.saved_photo_state = self.photo_state
         self.undo_stack.setClean()

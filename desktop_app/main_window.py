@@ -417,7 +417,7 @@ class MainWindow(QMainWindow):
         except Exception as exc:  # noqa: BLE001 - any decoder failure is just a bad file
             self.show_error("Cannot Open Photo", f"{path}: {exc}")
             return False
-        self._set_photo(loaded.pixels, path, loaded.exif, loaded.icc_profile, dpi=loaded.dpi)
+        self._set_photo(loaded.pixels, path, loaded.save_metadata())
         self.settings.add_recent_file(path)
         self.settings.last_folder = str(path.resolve().parent)
         notes = "".join(f"; {note}" for note in loaded.notes)
@@ -446,7 +446,7 @@ class MainWindow(QMainWindow):
         """Edit pixels that have no file (pasted or dropped image data)."""
         if not self._may_discard_changes():
             return False
-        self._set_photo(pixels, None, None, None, name)
+        self._set_photo(pixels, None, None, name)
         self.notify(f"{name}: {self.document.width} x {self.document.height}")
         return True
 
@@ -458,12 +458,11 @@ class MainWindow(QMainWindow):
             f"{self.document.display_name} has accepted results that were not saved. "
             "Discard them?")
 
-    def _set_photo(self, pixels: np.ndarray, path: Path | None, exif: bytes | None,
-                   icc_profile: bytes | None, name: str | None = None,
-                   dpi: tuple[float, float] | None = None) -> None:
+    def _set_photo(self, pixels: np.ndarray, path: Path | None, metadata: dict | None,
+                   name: str | None = None) -> None:
         self._drop_running_job()
         self._clear_result()
-        self.document.replace_photo(pixels, path, exif, icc_profile, name, dpi=dpi)
+        self.document.replace_photo(pixels, path, metadata, name)
         self.canvas.setFocus()  # so the space bar pans right away
 
     def _fill_recent_menu(self) -> None:
@@ -533,8 +532,7 @@ class MainWindow(QMainWindow):
             return False
         saving_photo = pixels is self.document.photo
         try:
-            save_image(path, pixels, exif=self.document.exif,
-                       icc_profile=self.document.icc_profile, dpi=self.document.dpi)
+            save_image(path, pixels, **self.document.metadata)
         except Exception as exc:  # noqa: BLE001 - disk full, bad folder, bad extension...
             self.show_error("Cannot Save", str(exc))
             return False
