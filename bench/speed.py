@@ -57,11 +57,14 @@ from core.model import PConvUNet  # noqa: E402
 
 MODELS = ("pconv", "plain")
 DEFAULT_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
+# channels_last replayed from a CUDA graph: asked for by name.
+CL_GRAPH_VARIANTS = ("fp32-cl-graph", "bf16-cl-graph")
 # torch.compile (inductor) of both networks: asked for by name only, since compiling costs
 # about a minute per network and size.
 COMPILE_VARIANTS = ("fp32-compile", "bf16-compile", "fp32-cl-compile", "bf16-cl-compile",
-                    "fp32-compile-graph", "bf16-compile-graph")
-ALL_VARIANTS = DEFAULT_VARIANTS + COMPILE_VARIANTS
+                    "fp32-compile-graph", "bf16-compile-graph", "fp32-cl-compile-graph",
+                    "bf16-cl-compile-graph")
+ALL_VARIANTS = DEFAULT_VARIANTS + CL_GRAPH_VARIANTS + COMPILE_VARIANTS
 GRAPH_NOTE = "CUDA only, inference only: the forward replayed from a captured CUDA graph"
 MiB = 1024.0**2
 

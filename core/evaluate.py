@@ -13,7 +13,7 @@ images would be infinite) so that means stay finite.
 
 Images are centre-cropped to a square and resized to ``--size``; generated masks are drawn at
 that size with seeds derived from (--seed, image, bucket, margin, n), so a run is repeatable.
-Outputs under --out: metrics.json, psnr_by_bucket.png, examples/*.png; the markdown table
+Outputs under --out: metrics.json, psnr_by_bucket.png, examples/*.jpg; the markdown table
 goes to stdout. cv2, scikit-image and matplotlib are imported only when used.
 """
 
@@ -206,7 +206,7 @@ def evaluate(
             name = f"{i:04d}_{_slug(rec['bucket'])}"
             if groups is not None:
                 name += f"_{_slug(groups[i])}"
-            save_grid(out_dir / f"{name}.png", truth, hole, outputs)
+            save_grid(out_dir / f"{name}.jpg", truth, hole, outputs)
     if progress is not None:
         progress(total, total)
     result: dict[str, Any] = {
@@ -284,7 +284,10 @@ def _slug(text: str) -> str:
 def save_grid(
     path: str | Path, truth: np.ndarray, hole: np.ndarray, outputs: dict[str, np.ndarray]
 ) -> None:
-    """Input (hole in white) | each method | ground truth, labelled, as one PNG."""
+    """Input (hole in white) | each method | ground truth, labelled, as one image.
+
+    Written as JPEG (quality 92) unless ``path`` ends in .png: the grids are for looking at,
+    the metrics come from the arrays, and PNG grids made the repository 4 MB heavier."""
     shown = truth.copy()
     shown[hole] = 255
     panels = [("input", shown)]
@@ -298,7 +301,11 @@ def save_grid(
         x = k * (w + gap)
         canvas.paste(Image.fromarray(np.ascontiguousarray(arr)), (x, strip))
         draw.text((x + 2, 1), label, fill=(0, 0, 0))
-    atomic_save_pil(canvas, Path(path), format="PNG")
+    path = Path(path)
+    if path.suffix.lower() == ".png":
+        atomic_save_pil(canvas, path, format="PNG")
+    else:
+        atomic_save_pil(canvas, path, format="JPEG", quality=92)
 
 
 # -- command line --------------------------------------------------------------------------

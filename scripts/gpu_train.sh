@@ -7,7 +7,9 @@
 #   MINUTES=8 CANDIDATES=pixel scripts/gpu_train.sh   # one candidate gets the whole GPU
 # Environment: MINUTES (training time), CANDIDATES ("pixel effnet"), BATCH (16), SIZE (256),
 # LAYERS (7), WIDTH (64), WORKERS (data workers per candidate: the cores left over, shared),
-# VAL_EVERY (500), SMOKE_STEPS (5), OUT, RUNS.
+# VAL_EVERY (500), SMOKE_STEPS (5; 0 skips the smoke run), INIT (weights to start from; default:
+# the path in .gpu/init_path, else .gpu/init/model.safetensors, as scripts/gpu_pack.sh left),
+# EXTRA (more core.train arguments for every candidate, e.g. "--finetune"), OUT, RUNS.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -22,11 +24,20 @@ cores=$(nproc)
 workers=${WORKERS:-$(( (cores - 2) / ${#candidates[@]} > 1 ? (cores - 2) / ${#candidates[@]} : 1 ))}
 out=${OUT:-/tmp/gpu_out}
 runs=${RUNS:-/tmp/gpu_runs}
+init_file=${INIT:-}
+if [ -z "$init_file" ] && [ -f .gpu/init_path ]; then init_file=$(cat .gpu/init_path); fi
+if [ -z "$init_file" ] && [ -f .gpu/init/model.safetensors ]; then
+  init_file=.gpu/init/model.safetensors
+fi
 init=()
-[ -f .gpu/init/model.safetensors ] && init=(--init .gpu/init/model.safetensors)
+if [ -n "$init_file" ]; then
+  [ -f "$init_file" ] || { echo "INIT $init_file does not exist"; exit 2; }
+  init=(--init "$init_file")
+fi
+read -r -a extra_args <<< "${EXTRA:-}"
 common=(--data .gpu/data/train --val-data .gpu/data/val --image-size "$size" --layers "$layers"
         --width "$width" --batch-size "$batch" --workers "$workers" --preload --log-every 200
-        --save-every 0 --seed 0 --channels-last "${init[@]}")
+        --save-every 0 --seed 0 --channels-last "${init[@]}" "${extra_args[@]}")
 declare -A extra=(
   [pixel]="--perceptual none"
   [effnet]="--perceptual effnet-lite0 --backbone-weights .gpu/effnet-lite0.pth"
@@ -35,10 +46,10 @@ for name in "${candidates[@]}"; do
   [ -n "${extra[$name]:-}" ] || { echo "unknown candidate '$name' (known: ${!extra[*]})"; exit 2; }
 done
 mkdir -p "$runs"
-echo "candidates: ${candidates[*]}; $workers data workers each; $minutes min"
+echo "candidates: ${candidates[*]}; $workers data workers each; $minutes min; init ${init_file:-none}"
 python3 -c "import torch; print('torch', torch.__version__, torch.cuda.get_device_name() if torch.cuda.is_available() else 'no cuda')"
 # 1. smoke: every candidate runs a few steps, so a broken setting fails in seconds.
-for name in "${candidates[@]}"; do
+[ "${SMOKE_STEPS:-5}" = 0 ] || for name in "${candidates[@]}"; do
   python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/smoke-$name" \
     --max-steps "${SMOKE_STEPS:-5}" --val-every 0 --workers 2 > "$runs-smoke-$name.log" 2>&1 \
     || { echo "smoke $name FAILED"; tail -30 "$runs-smoke-$name.log"; exit 1; }

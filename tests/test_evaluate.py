@@ -134,7 +134,7 @@ def test_cli_end_to_end(
     for method in ("pconv", "telea", "navier_stokes"):
         assert data["buckets"][bucket_name(BUCKETS[2])][method]["psnr"] > 0
     assert (out / "psnr_by_bucket.png").stat().st_size > 0
-    examples = sorted((out / "examples").glob("*.png"))
+    examples = sorted((out / "examples").glob("*.jpg"))
     assert len(examples) == 6
     with Image.open(examples[0]) as grid:
         assert grid.width > 5 * 64 and grid.height > 64

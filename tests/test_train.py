@@ -180,8 +180,8 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
                     "--lr", "1e-4", "--log-every", "1"], out, home)
     if name == "finetune":
         init = runs.done("base").expect(0).out / "latest.pt"
-        return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune"],
-                   base / name, home)
+        return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune",
+                    "--val-data", str(d["val"]), "--val-every", "2"], base / name, home)
     raise KeyError(name)
 
 
@@ -366,6 +366,10 @@ def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
     assert "fine-tune" in run.stdout and "lr 5e-05" in run.stdout
     after = load_checkpoint(run.out / "latest.pt")
     assert after["step"] == 2  # --init starts a new run from the weights
+    # The starting weights are validated too, so best.pt can never be worse than them.
+    vals = [ln.split()[2] for ln in (run.out / "log.txt").read_text().splitlines()
+            if ln.startswith("val step ")]
+    assert vals == ["0", "2"], run.report()
     enc = [k for k in before if k.startswith("encoder_bn.")]
     dec = [k for k in before if k.startswith("decoder_bn.")]
     assert any(k.endswith("running_mean") for k in enc) and any(k.endswith("weight") for k in enc)
