@@ -26,7 +26,10 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     path = Path(path)
     folder = path.parent if str(path.parent) else Path(".")
     try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=folder)
+        # The name is cut so that the temp name stays within the 255-byte limit of common
+        # file systems when the target's own name is close to it.
+        stem = path.name.encode()[:200].decode(errors="ignore")
+        fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
     except OSError as exc:  # e.g. a read-only folder: name the file the caller asked for
         exc.filename = str(path)
         raise

@@ -102,6 +102,8 @@ def load_image(path: str | Path) -> LoadedImage:
             icc = img.info.get("icc_profile")
             dpi = _dpi(img.info.get("dpi"))
             oriented = upright(img)
+            if dpi and oriented.size != img.size:  # turned a quarter: x and y trade places
+                dpi = (dpi[1], dpi[0])
             notes = []
             if _has_transparency(oriented):
                 notes.append("its transparent areas were flattened onto white")
@@ -210,9 +212,12 @@ def save_image(
     icc_profile: bytes | None = None,
     quality: int = 95,
     dpi: tuple[float, float] | None = None,
-) -> None:
+) -> list[str]:
     """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can.
-    JPEG is the only lossy output (quality ``quality``); WebP is written lossless."""
+    JPEG is the only lossy output (quality ``quality``); WebP is written lossless.
+
+    Returns notes on metadata the output format could not keep (empty when all of it was
+    kept), so callers can tell the user instead of losing it silently."""
     path = Path(path)
     fmt = _format_for(path)
     arr = np.asarray(pixels)
@@ -220,13 +225,25 @@ def save_image(
         raise ValueError(f"expected (H, W, 3) uint8 pixels, got {arr.dtype} {arr.shape}")
     img = Image.fromarray(np.ascontiguousarray(arr))
     params: dict = {}
-    if icc_profile and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        params["icc_profile"] = icc_profile
-    if exif and fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
-        # A JPEG's EXIF must fit one 64 KB APP1 segment; a longer block (from a PNG or TIFF
-        # original) is dropped rather than losing the result.
-        if not (fmt == "JPEG" and len(exif) > JPEG_EXIF_LIMIT):
+    notes: list[str] = []
+    dropped = []
+    if icc_profile:
+        if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+            params["icc_profile"] = icc_profile
+        else:
+            dropped.append("colour profile")
+    if exif:
+        if fmt not in ("JPEG", "PNG", "WEBP", "TIFF"):
+            dropped.append("EXIF data")
+        elif fmt == "JPEG" and len(exif) > JPEG_EXIF_LIMIT:
+            # A JPEG's EXIF must fit one 64 KB APP1 segment; a longer block (from a PNG or
+            # TIFF original) is dropped rather than losing the result.
+            notes.append(f"its EXIF data ({len(exif) // 1024} KB) is too long for a JPEG and "
+                         "was left out")
+        else:
             params["exif"] = exif
+    if dropped:
+        notes.append(f"{fmt} cannot hold the photo's {' or '.join(dropped)}; left out")
     if dpi and fmt in ("JPEG", "PNG", "TIFF"):
         params["dpi"] = dpi
     if fmt == "JPEG":
@@ -236,3 +253,4 @@ def save_image(
         # Fastest effort: the default takes ~17x longer (3.4 s for 1.5 MP) for ~10 % smaller.
         params.update(lossless=True, method=0, quality=0)
     atomic_save_pil(img, path, fmt, **params)
+    return notes

@@ -187,11 +187,13 @@ def _run(args: argparse.Namespace) -> int:
                 print(f"note: {image_path}: {note}", file=sys.stderr)
             metadata = photo.save_metadata()
             writing = out
-            save_image(out, result.composite, **metadata)
+            notes = [(out, n) for n in save_image(out, result.composite, **metadata)]
             if raw is not None:
                 writing = raw
-                save_image(raw, result.raw, **metadata)
+                notes += [(raw, n) for n in save_image(raw, result.raw, **metadata)]
             writing = None
+            for path, note in notes:
+                print(f"note: {path}: {note}", file=sys.stderr)
             print(f"{image_path} -> {out}")
         if failed:
             print(f"error: {failed} of {len(jobs)} photos were not filled (see above)",

@@ -274,7 +274,10 @@ def load_mask(path: str | Path) -> np.ndarray:
                 return binarize_mask(arr)
             # Colour: the brightest channel decides, as for painted (RGBA) masks and
             # binarize_mask, so a red or green stroke is a hole too.
-            return binarize_mask(np.asarray(img.convert("RGB")))
+            rgb = np.asarray(img.convert("RGB"))
+            if lossless and _zero_one(rgb):
+                return rgb.max(axis=2) == 1  # a 0/1 mask saved as colour: 1 = hole
+            return binarize_mask(rgb)
     except FileNotFoundError:
         raise ValueError(f"{path}: mask file not found") from None
     except (OSError, SyntaxError, EOFError, Image.DecompressionBombError) as exc:

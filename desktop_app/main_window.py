@@ -532,7 +532,7 @@ class MainWindow(QMainWindow):
             return False
         saving_photo = pixels is self.document.photo
         try:
-            save_image(path, pixels, **self.document.metadata)
+            notes = save_image(path, pixels, **self.document.metadata)
         except Exception as exc:  # noqa: BLE001 - disk full, bad folder, bad extension...
             self.show_error("Cannot Save", str(exc))
             return False
@@ -541,7 +541,7 @@ class MainWindow(QMainWindow):
         self.settings.last_folder = str(path.resolve().parent)
         self.settings.add_recent_file(path)
         self._update_title()
-        self.notify(f"Saved {path}")
+        self.notify(f"Saved {path}" + "".join(f"; {note}" for note in notes))
         return True
 
     def _confirm_overwrite(self, path: Path) -> bool:

@@ -113,12 +113,14 @@ def test_shape_box_holds_every_drawn_pixel():
         assert drawn.max() == 0, f"seed {seed}: pixels outside {box}"
 
 
-@pytest.mark.parametrize("mode", ["L", "I;16"])
+@pytest.mark.parametrize("mode", ["L", "I;16", "RGB"])
 def test_zero_one_mask_files_mark_ones_as_holes(tmp_path, mode):
     """A mask saved straight from a 0/1 array must not load as empty."""
     hole = np.zeros((20, 30), bool)
     hole[5:9, 10:20] = True
-    values = hole.astype(np.uint8 if mode == "L" else np.uint16)
+    values = hole.astype(np.uint16 if mode == "I;16" else np.uint8)
+    if mode == "RGB":  # a 0/1 mask written as colour, the 1 in one channel only
+        values = np.stack([np.zeros_like(values), values, np.zeros_like(values)], -1)
     Image.fromarray(values).save(tmp_path / "m.png")
     assert np.array_equal(load_mask(tmp_path / "m.png"), hole)
 

@@ -1063,9 +1063,38 @@ def test_webp_output_is_lossless(tmp_path):
 def test_jpeg_output_drops_an_exif_block_too_long_for_it(tmp_path):
     exif = Image.Exif()
     exif[0x010E] = "x" * 70_000  # ImageDescription: more than one JPEG APP1 segment holds
-    save_image(tmp_path / "o.jpg", _photo(20, 30), exif=exif.tobytes())
+    notes = save_image(tmp_path / "o.jpg", _photo(20, 30), exif=exif.tobytes())
     with Image.open(tmp_path / "o.jpg") as saved:
         assert saved.size == (30, 20) and "exif" not in saved.info
+    assert len(notes) == 1 and "too long for a JPEG" in notes[0]  # said, not silent
+
+
+def test_save_image_says_which_metadata_a_format_cannot_hold(tmp_path):
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    exif = Image.Exif()
+    exif[0x010F] = "Maker"
+    kept = save_image(tmp_path / "o.png", _photo(8, 8), exif=exif.tobytes(), icc_profile=icc)
+    assert kept == []
+    lost = save_image(tmp_path / "o.bmp", _photo(8, 8), exif=exif.tobytes(), icc_profile=icc)
+    assert lost == ["BMP cannot hold the photo's colour profile or EXIF data; left out"]
+    assert save_image(tmp_path / "p.bmp", _photo(8, 8)) == []  # nothing to lose, no note
+
+
+def test_dpi_follows_a_quarter_turn(tmp_path):
+    exif = Image.Exif()
+    exif[0x0112] = 6  # shown turned a quarter: stored x resolution becomes the shown y
+    Image.fromarray(_photo(20, 30)).save(tmp_path / "p.jpg", exif=exif.tobytes(),
+                                         dpi=(100, 300))
+    loaded = load_image(tmp_path / "p.jpg")
+    assert loaded.pixels.shape[:2] == (30, 20)
+    assert tuple(round(v) for v in loaded.dpi) == (300, 100)
+
+
+def test_atomic_write_takes_a_name_near_the_file_system_limit(tmp_path):
+    path = tmp_path / ("n" * 250 + ".png")  # 254 bytes: a temp name beside it must be shorter
+    save_image(path, _photo(8, 8))
+    assert load_image(path).pixels.shape == (8, 8, 3)
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left behind
 
 
 def test_cli_checks_the_output_folder_before_any_work(tmp_path, capsys, monkeypatch,
@@ -1153,6 +1182,17 @@ def test_cli_keeps_dpi_and_says_when_transparency_is_flattened(tmp_path, capsys,
     opaque = tmp_path / "opaque.png"
     Image.fromarray(np.dstack([_photo(30, 40), np.full((30, 40), 255, np.uint8)])).save(opaque)
     assert load_image(opaque).notes == []
+
+
+def test_cli_says_which_metadata_the_output_format_left_out(tmp_path, capsys, tiny_model_file):
+    photo, mask = _cli_inputs(tmp_path)
+    icc = ImageCms.ImageCmsProfile(ImageCms.createProfile("sRGB")).tobytes()
+    Image.fromarray(_photo(30, 40)).save(photo, icc_profile=icc)
+    code, err = _cli(capsys, photo, mask, "-o", tmp_path / "o.bmp", "--raw-out", tmp_path / "r.png",
+                     "--checkpoint", tiny_model_file)
+    assert code == 0, err
+    assert f"note: {tmp_path / 'o.bmp'}: BMP cannot hold the photo's colour profile" in err
+    assert "r.png:" not in err  # the PNG kept it
 
 
 def test_high_bit_depth_is_noted(tmp_path):

@@ -99,6 +99,11 @@ def test_saving_the_composite_round_trips_and_keeps_exif_and_icc(make_window, tm
     assert window.save_to(tmp_path / "no-extension")
     assert (tmp_path / "no-extension.png").is_file()
 
+    # A format without room for the metadata still saves, and says what it left out.
+    assert window.save_to(tmp_path / "out.bmp")
+    assert "BMP cannot hold the photo's colour profile or EXIF data" in (
+        window.statusBar().currentMessage())
+
 
 def test_the_opened_file_is_never_overwritten_without_confirmation(window, dialogs):
     source = window.document.source_path
