@@ -28,7 +28,8 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
     try:
         # The name is cut so that the temp name stays within the 255-byte limit of common
         # file systems when the target's own name is close to it.
-        stem = path.name.encode()[:200].decode(errors="ignore")
+        # (bytes as the file system sees them: a name that is not UTF-8 survives the cut).
+        stem = os.fsdecode(os.fsencode(path.name)[:200])
         fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=".tmp", dir=folder)
     except OSError as exc:  # e.g. a read-only folder: name the file the caller asked for
         exc.filename = str(path)

@@ -487,7 +487,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     result["settings"] = {
         "images": str(args.images), "image_count": len(crops), "size": args.size,
         "crop": "centre square of the shorter side, resized bicubic to size",
-        "radius": args.radius, "device": inpainter.device_name, **mask_settings,
+        "radius": args.radius, "device": inpainter.device_name, "precision": args.precision,
+        **mask_settings,
     }
     text = json.dumps(result, indent=2, allow_nan=False)
     atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode("utf-8")))

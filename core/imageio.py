@@ -102,8 +102,8 @@ def load_image(path: str | Path) -> LoadedImage:
             icc = img.info.get("icc_profile")
             dpi = _dpi(img.info.get("dpi"))
             oriented = upright(img)
-            if dpi and oriented.size != img.size:  # turned a quarter: x and y trade places
-                dpi = (dpi[1], dpi[0])
+            if dpi and oriented is not img and _orientation(img) in (5, 6, 7, 8):
+                dpi = (dpi[1], dpi[0])  # turned a quarter: x and y resolution trade places
             notes = []
             if _has_transparency(oriented):
                 notes.append("its transparent areas were flattened onto white")
@@ -138,6 +138,14 @@ def upright(img: Image.Image) -> Image.Image:
         return ImageOps.exif_transpose(img)
     except (SyntaxError, OSError, ValueError, KeyError, TypeError, struct.error):
         return img
+
+
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation tag (1 when missing or unreadable)."""
+    try:
+        return int(img.getexif().get(0x0112, 1))
+    except (SyntaxError, OSError, ValueError, KeyError, TypeError, struct.error):
+        return 1
 
 
 def _high_bit_depth(img: Image.Image) -> bool:
@@ -216,8 +224,8 @@ def save_image(
     """Save RGB uint8 pixels, format by extension, keeping EXIF and ICC where the format can.
     JPEG is the only lossy output (quality ``quality``); WebP is written lossless.
 
-    Returns notes on metadata the output format could not keep (empty when all of it was
-    kept), so callers can tell the user instead of losing it silently."""
+    Returns notes on the EXIF data or colour profile the output format could not keep (empty
+    when both were kept), so callers can tell the user instead of losing them silently."""
     path = Path(path)
     fmt = _format_for(path)
     arr = np.asarray(pixels)
@@ -244,7 +252,7 @@ def save_image(
             params["exif"] = exif
     if dropped:
         notes.append(f"{fmt} cannot hold the photo's {' or '.join(dropped)}; left out")
-    if dpi and fmt in ("JPEG", "PNG", "TIFF"):
+    if dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         params["dpi"] = dpi
     if fmt == "JPEG":
         params["quality"] = quality

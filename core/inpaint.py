@@ -186,14 +186,11 @@ def _run(args: argparse.Namespace) -> int:
             for note in photo.notes:
                 print(f"note: {image_path}: {note}", file=sys.stderr)
             metadata = photo.save_metadata()
-            writing = out
-            notes = [(out, n) for n in save_image(out, result.composite, **metadata)]
-            if raw is not None:
-                writing = raw
-                notes += [(raw, n) for n in save_image(raw, result.raw, **metadata)]
+            for writing, pixels in ((out, result.composite), (raw, result.raw)):
+                if writing is not None:
+                    for note in save_image(writing, pixels, **metadata):
+                        print(f"note: {writing}: {note}", file=sys.stderr)
             writing = None
-            for path, note in notes:
-                print(f"note: {path}: {note}", file=sys.stderr)
             print(f"{image_path} -> {out}")
         if failed:
             print(f"error: {failed} of {len(jobs)} photos were not filled (see above)",

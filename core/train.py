@@ -475,6 +475,10 @@ class Trainer:
     def run(self) -> int:
         cfg = self.cfg
         self._install_signals()
+        if self.ddp.main and cfg.init and not cfg.resume and self.val_set:
+            # The starting weights compete for best.pt too: a short continued run whose fresh
+            # optimiser only perturbs them must not export something worse than it began with.
+            self.validate()
         start = time.time()
         start_step = self.step
         bar = None
@@ -492,10 +496,6 @@ class Trainer:
 
             bar = tqdm(total=cfg.max_steps, initial=self.step, unit="step", dynamic_ncols=True,
                        mininterval=1.0 if sys.stderr.isatty() else 30.0)
-        if self.ddp.main and cfg.init and not cfg.resume and cfg.val_every and self.val_set:
-            # The starting weights compete for best.pt too: a short continued run whose fresh
-            # optimiser only perturbs them must not export something worse than it began with.
-            self.validate()
         self.net.train()
         sums = torch.zeros(len(LOGGED), device=self.device)
         count = 0

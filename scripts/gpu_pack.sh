@@ -21,7 +21,7 @@ import io
 import os
 from pathlib import Path
 
-from PIL import Image
+from PIL import Image, ImageOps
 
 side = int(os.environ.get("PHOTO_SIDE", "432"))
 quality = int(os.environ.get("PHOTO_QUALITY", "88"))
@@ -30,10 +30,11 @@ for part in ("train", "val"):
     dst = Path(".gpu/data") / part
     dst.mkdir(parents=True)
     for f in sorted(src.iterdir()):
-        if f.suffix.lower() not in {".jpg", ".jpeg", ".png", ".webp"}:
+        if f.suffix.lower() not in {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}:
             continue
         with Image.open(f) as im:
-            im = im.convert("RGB")
+            oriented = ImageOps.exif_transpose(im) is not im
+            im = ImageOps.exif_transpose(im).convert("RGB")  # upright: the JPEG has no EXIF
         w, h = im.size
         if min(w, h) > side:
             k = side / min(w, h)
@@ -41,7 +42,9 @@ for part in ("train", "val"):
         buf = io.BytesIO()
         im.save(buf, "JPEG", quality=quality)
         out = dst / (f.stem + ".jpg")
-        if min(w, h) <= side and f.suffix.lower() in {".jpg", ".jpeg"} \
+        if out.exists():
+            raise SystemExit(f"{f}: a second photo named {f.stem} (the pack saves both as JPEG)")
+        if min(w, h) <= side and f.suffix.lower() in {".jpg", ".jpeg"} and not oriented \
                 and f.stat().st_size <= len(buf.getvalue()):
             out.write_bytes(f.read_bytes())
         else:
@@ -61,8 +64,10 @@ if [ $# -ge 1 ]; then
     mkdir -p .gpu/init && cp "$1" .gpu/init/model.safetensors
   fi
 fi
-tracked=$(git ls-files -z --cached --others --exclude-standard | xargs -0 stat -c %s 2>/dev/null \
-  | awk '{s += $1} END {print s + 0}')
+tracked=$(git ls-files -z --cached --others --exclude-standard | "$py" -c '
+import os, sys
+names = sys.stdin.buffer.read().split(b"\0")
+print(sum(os.path.getsize(n) for n in names if n and os.path.isfile(n)))')
 packed=$(du -sb .gpu | cut -f1)
 total=$((tracked + packed))
 echo "travels: tree $tracked + .gpu $packed = $total bytes (limit 67108864)"

@@ -130,6 +130,7 @@ def test_cli_end_to_end(
     assert data["count"] == 24 and data["buckets"]["all"]["count"] == 24
     assert data["checkpoint"] == str(tiny_model)
     assert data["settings"]["size"] == 64 and data["settings"]["border_margins"] == [0, 4]
+    assert data["settings"]["precision"] == "fp32"
     assert set(data["groups"]) == {"no border", "border 4px"}
     for method in ("pconv", "telea", "navier_stokes"):
         assert data["buckets"][bucket_name(BUCKETS[2])][method]["psnr"] > 0

@@ -1080,14 +1080,21 @@ def test_save_image_says_which_metadata_a_format_cannot_hold(tmp_path):
     assert save_image(tmp_path / "p.bmp", _photo(8, 8)) == []  # nothing to lose, no note
 
 
-def test_dpi_follows_a_quarter_turn(tmp_path):
+@pytest.mark.parametrize("height", [20, 30])  # 30 x 30: a square turns without changing size
+def test_dpi_follows_a_quarter_turn(tmp_path, height):
     exif = Image.Exif()
     exif[0x0112] = 6  # shown turned a quarter: stored x resolution becomes the shown y
-    Image.fromarray(_photo(20, 30)).save(tmp_path / "p.jpg", exif=exif.tobytes(),
-                                         dpi=(100, 300))
+    Image.fromarray(_photo(height, 30)).save(tmp_path / "p.jpg", exif=exif.tobytes(),
+                                             dpi=(100, 300))
     loaded = load_image(tmp_path / "p.jpg")
-    assert loaded.pixels.shape[:2] == (30, 20)
+    assert loaded.pixels.shape[:2] == (30, height)
     assert tuple(round(v) for v in loaded.dpi) == (300, 100)
+
+
+def test_atomic_write_takes_a_name_that_is_not_utf8(tmp_path):
+    path = Path(os.fsdecode(bytes(tmp_path) + b"/photo\xff.png"))
+    save_image(path, _photo(8, 8))
+    assert os.listdir(bytes(tmp_path)) == [b"photo\xff.png"]
 
 
 def test_atomic_write_takes_a_name_near_the_file_system_limit(tmp_path):
