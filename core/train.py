@@ -75,6 +75,7 @@ class TrainConfig:
     val_images: int = 2  # validation masks per val image
     workers: int | None = None
     preload: bool = False
+    mask_reuse: float = 1.0  # samples per generated mask (core.data.InpaintingDataset)
     mask_dir: str | None = None
     work_size: int = 512
     channels_last: bool = False
@@ -123,6 +124,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="seeded validation masks per validation photo")
     p.add_argument("--workers", type=int, help="data loader workers per process")
     p.add_argument("--preload", action="store_true", help="decode all photos once up front")
+    p.add_argument("--mask-reuse", type=float, default=d.mask_reuse,
+                   help="samples each generated mask serves on average, rotated/flipped anew "
+                        "each time (default 1: every mask fresh; >1 feeds a fast GPU)")
     p.add_argument("--mask-dir", help="folder of mask images (white = hole) instead of generated")
     p.add_argument("--work-size", type=int, default=d.work_size,
                    help="crop size core.inference uses with this model")
@@ -130,6 +134,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--export", help="also save the best model as fp16 safetensors here")
     p.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
+    if not ns.mask_reuse >= 1.0:
+        p.error(f"--mask-reuse must be at least 1, got {ns.mask_reuse}")
     return TrainConfig(**{k: v for k, v in vars(ns).items()})
 
 
@@ -368,6 +374,7 @@ class Trainer:
             self.dataset = InpaintingDataset(
                 cfg.data, image_size=cfg.image_size, mask_dir=cfg.mask_dir,
                 seed=cfg.seed + 1000 * self.ddp.rank + self.step, preload=cfg.preload,
+                mask_reuse=cfg.mask_reuse,
             )
         except (ValueError, OSError, RuntimeError) as exc:
             raise TrainingStopped(f"--data {cfg.data}: {exc}") from None

@@ -206,3 +206,58 @@ def test_validation_set_is_fixed_and_cycles_buckets(photos: Path) -> None:
         warnings.simplefilter("ignore", BrokenImageWarning)
         c = ValidationSet(photos, image_size=S, per_image=4, seed=99)
     assert not all(_same(a[k], c[k]) for k in range(len(a)))
+
+
+def _dihedral(hole: np.ndarray) -> list[np.ndarray]:
+    turns = [np.rot90(hole, k) for k in range(4)]
+    return turns + [t[:, ::-1] for t in turns]
+
+
+def test_mask_reuse_serves_pooled_masks_rotated_and_flipped(photos: Path, monkeypatch) -> None:
+    import core.data
+    from core.masks import MaskGenerator
+
+    monkeypatch.setattr(core.data, "MASK_POOL", 8)
+    made: list[np.ndarray] = []
+    generate = MaskGenerator.generate
+
+    def counting(self, *args, **kwargs):
+        hole = generate(self, *args, **kwargs)
+        made.append(hole.copy())
+        return hole
+
+    monkeypatch.setattr(MaskGenerator, "generate", counting)
+    ds = InpaintingDataset(photos, image_size=32, seed=0, mask_reuse=4)
+    holes = []
+    for _ in range(200):
+        holes.append(ds._random_hole(ds._generator()))
+        pool_before = [m.copy() for m in ds._mask_pool]
+        holes[-1] ^= True  # a caller writing into its mask must not change the pool...
+        assert all(np.array_equal(a, b) for a, b in zip(pool_before, ds._mask_pool))
+        holes[-1] ^= True
+    # 8 to fill the pool, then about one in four fresh: 8 + 192 / 4 = 56 expected.
+    assert 35 <= len(made) <= 80, len(made)
+    fresh = {m.tobytes() for m in made}
+    reused = [h for h in holes if h.tobytes() not in fresh]
+    assert len(reused) > 100
+    for hole in holes:
+        assert hole.dtype == bool and hole.shape == (32, 32)
+        assert any(t.tobytes() in fresh for t in _dihedral(hole))
+    # Turned or flipped, not only served as generated.
+    assert any(h.tobytes() not in fresh for h in holes)
+    assert all(m.tobytes() in fresh for m in ds._mask_pool)  # ...which holds masks as made
+
+
+def test_mask_reuse_one_generates_every_mask(photos: Path, monkeypatch) -> None:
+    from core.masks import MaskGenerator
+
+    calls = []
+    generate = MaskGenerator.generate
+    monkeypatch.setattr(MaskGenerator, "generate",
+                        lambda self, *a, **k: calls.append(1) or generate(self, *a, **k))
+    ds = InpaintingDataset(photos, image_size=32, seed=0)
+    for i in range(100):
+        _check_sample(ds[i % len(ds)], size=32)
+    assert len(calls) == 100
+    with pytest.raises(ValueError, match="mask_reuse"):
+        InpaintingDataset(photos, image_size=32, mask_reuse=0.5)

@@ -181,7 +181,8 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
     if name == "finetune":
         init = runs.done("base").expect(0).out / "latest.pt"
         return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune",
-                    "--val-data", str(d["val"]), "--val-every", "2"], base / name, home)
+                    "--val-data", str(d["val"]), "--val-every", "2", "--mask-reuse", "3"],
+                   base / name, home)
     raise KeyError(name)
 
 
@@ -439,3 +440,13 @@ def test_ddp_two_cpu_processes(runs: Runs) -> None:
     assert payload["step"] == 3
     assert not any(k.startswith("module.") for k in payload["model"])
     assert _all_finite(payload["model"])
+
+
+def test_mask_reuse_below_one_is_refused(capsys: pytest.CaptureFixture) -> None:
+    from core.train import parse_args
+
+    assert parse_args(["--data", "x", "--mask-reuse", "4"]).mask_reuse == 4.0
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "x", "--mask-reuse", "0.5"])
+    assert "--mask-reuse must be at least 1" in capsys.readouterr().err
+
