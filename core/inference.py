@@ -213,6 +213,67 @@ def hole_radius(hole: np.ndarray, limit: int) -> int:
     return radius
 
 
+def _check_smoothing(value: object, source: str) -> tuple[float, float, float] | None:
+    """(near sigma, far sigma, ramp) from a model file or a caller, checked; None/0 = off."""
+    if value is None or value == 0:
+        return None
+    try:
+        near, far, ramp = (float(v) for v in value)  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        raise ValueError(f"{source}: bad fill_smoothing {str(value)[:40]!r}") from None
+    if not (0.0 < near <= far <= 16.0 and 1.0 <= ramp <= 256.0):
+        raise ValueError(f"{source}: fill_smoothing {value!r} is outside 0 < near <= far <= 16, "
+                         "1 <= ramp <= 256")
+    return near, far, ramp
+
+
+def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """Separable Gaussian blur of (1, C, H, W), mirrored borders (edge pixels repeated where
+    the image is smaller than the kernel)."""
+    radius = max(1, math.ceil(3.0 * sigma))
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    kernel = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+    kernel = (kernel / kernel.sum()).to(img.dtype)
+    channels = img.shape[1]
+    mode = "reflect" if min(img.shape[2:]) > radius else "replicate"
+    img = torch.nn.functional.pad(img, (radius, radius, radius, radius), mode=mode)
+    img = torch.nn.functional.conv2d(img, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
+                                     groups=channels)
+    return torch.nn.functional.conv2d(img, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
+                                      groups=channels)
+
+
+def _smooth_fill(
+    composite: np.ndarray, hole: np.ndarray, near: float, far: float, ramp: float
+) -> np.ndarray:
+    """The composite blurred with ``near`` sigma at the hole's edge, rising to ``far`` sigma
+    ``ramp`` pixels (chessboard distance) from the nearest known pixel.
+
+    Why: the network's fill carries pixel-scale speckle, and the further a pixel is from known
+    ones the less its fine detail can be right; on the validation photos this smoothing raised
+    PSNR and SSIM in every hole-size bucket (resources/MODEL_CARD.md). Known pixels take part
+    in the blur, so the fill meets its surroundings without a seam; only hole pixels are used.
+    """
+    img = torch.from_numpy(np.ascontiguousarray(composite)).permute(2, 0, 1)[None].float()
+    with torch.inference_mode():
+        blurred_near = _gaussian_blur(img, near)
+        blurred_far = _gaussian_blur(img, far) if far > near else blurred_near
+        # Chessboard distance to the nearest known pixel, capped at the ramp: grow the known
+        # region one 3 x 3 step at a time.
+        known = torch.from_numpy(~hole).float()[None, None]
+        distance = torch.zeros_like(known)
+        steps = math.ceil(ramp)
+        for _ in range(steps):
+            distance += 1.0 - known
+            if bool(known.all()):
+                break
+            known = torch.nn.functional.max_pool2d(known, 3, stride=1, padding=1)
+        weight = (distance / ramp).clamp_(max=1.0)
+        out = blurred_near + weight * (blurred_far - blurred_near)
+        out = out.round_().clamp_(0, 255).to(torch.uint8)
+    return out[0].permute(1, 2, 0).numpy()
+
+
 def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int | None:
     """An integer inference setting stored in a checkpoint (None when absent or 0); anything
     but a whole number in [lo, hi] comes from a damaged or hostile file."""
@@ -241,6 +302,7 @@ class Inpainter:
         source: str | None = None,
         max_hole_radius: int | None = None,
         precision: str = "auto",
+        fill_smoothing: tuple[float, float, float] | None = None,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -250,6 +312,9 @@ class Inpainter:
         self.work_size = max(self.multiple, int(work_size) // self.multiple * self.multiple)
         self.source = source or "(in memory)"
         self.max_hole_radius = max_hole_radius
+        # (near sigma, far sigma, ramp in pixels): see _smooth_fill; None leaves fills as the
+        # network made them.
+        self.fill_smoothing = _check_smoothing(fill_smoothing, self.source)
 
     @classmethod
     def from_checkpoint(
@@ -270,8 +335,12 @@ class Inpainter:
         # Capped: one network pass must stay short enough to cancel and to close the app.
         work_size = _setting(payload, "work_size", path, 16, 2048) or DEFAULT_WORK_SIZE
         radius = _setting(payload, "max_hole_radius", path, 1, 4096)
+        try:
+            smoothing = _check_smoothing(payload.get("fill_smoothing"), str(path))
+        except ValueError as exc:
+            raise CheckpointError(str(exc)) from None
         return cls(model, device=device, work_size=work_size, source=str(path),
-                   max_hole_radius=radius, precision=precision)
+                   max_hole_radius=radius, precision=precision, fill_smoothing=smoothing)
 
     @property
     def min_crop(self) -> int:
@@ -316,7 +385,7 @@ class Inpainter:
         rgb = as_rgb8(image)
         hole = as_hole_mask(hole_mask, rgb.shape[:2])
         raw = rgb.copy()
-        composite = rgb.copy()
+        composite = rgb.copy()  # filled box by box, like raw (smoothed there if asked)
         notices: list[str] = []
         if not hole.any():
             notices.append("the mask is empty: nothing to fill")
@@ -331,12 +400,9 @@ class Inpainter:
                 raise InpaintCancelled()
             if progress is not None:
                 progress(i, total)
-            self._fill_box(rgb, hole, box, context, raw, notices)
+            self._fill_box(rgb, hole, box, context, raw, composite, notices)
         if progress is not None:
             progress(total, total)
-        # copyto with ``where`` (not composite[hole] = raw[hole]): boolean indexing would
-        # build two int64 index arrays, 16 bytes per hole pixel, on a photo of any size.
-        np.copyto(composite, raw, where=hole[..., None])
         return InpaintResult(raw, composite, self.device_name, notices)
 
     # -- internals -------------------------------------------------------------------------
@@ -347,6 +413,7 @@ class Inpainter:
         box: tuple[int, int, int, int],
         context: int,
         raw: np.ndarray,
+        composite: np.ndarray,
         notices: list[str],
     ) -> None:
         h, w = hole.shape
@@ -381,8 +448,14 @@ class Inpainter:
         # own, better-centred crop.
         own = np.zeros_like(crop_hole)
         own[top - t : bottom - t, left - lft : right - lft] = True
-        region = raw[t:b, lft:rgt]
-        np.copyto(region, out, where=(crop_hole & own)[..., None])
+        # copyto with ``where`` (not region[mask] = out[mask]): boolean indexing would build
+        # two int64 index arrays, 16 bytes per hole pixel, on a photo of any size.
+        paste = (crop_hole & own)[..., None]
+        np.copyto(raw[t:b, lft:rgt], out, where=paste)
+        if self.fill_smoothing is not None:
+            out = _smooth_fill(np.where(crop_hole[..., None], out, crop_rgb), crop_hole,
+                               *self.fill_smoothing)
+        np.copyto(composite[t:b, lft:rgt], out, where=paste)
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str]) -> np.ndarray:
         """Pad to a multiple of 2**layers (mirrored), run the network, crop back."""

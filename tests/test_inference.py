@@ -338,3 +338,32 @@ def test_cli_precision_flag(tmp_path, tiny_model_file, rng):
     bad = subprocess.run([*cmd, "-o", str(tmp_path / "o2.png"), "--precision", "fp8"],
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
+
+
+def test_fill_smoothing_touches_only_the_composite_inside_holes(rng):
+    """The smoothing blurs the fill (less near known pixels, more far from them), never a
+    known pixel, and leaves the raw output as the network made it."""
+    from core.inference import _smooth_fill
+
+    image = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    hole = np.zeros((96, 96), bool)
+    hole[20:76, 20:76] = True
+    plain = Inpainter(PConvUNet(layers=4, width=8), device="cpu")
+    smooth = Inpainter(PConvUNet(layers=4, width=8), device="cpu",
+                       fill_smoothing=(1.0, 3.0, 8))
+    smooth.model.load_state_dict(plain.model.state_dict())
+    a, b = plain.inpaint(image, hole), smooth.inpaint(image, hole)
+    assert np.array_equal(a.raw, b.raw)
+    assert np.array_equal(b.composite[~hole], image[~hole])
+    assert not np.array_equal(a.composite[hole], b.composite[hole])
+    # Noise inside the hole: the centre (8+ px from known pixels) is smoothed at sigma 3, the
+    # rim at sigma 1, so the centre keeps much less of the noise.
+    noisy = rng.integers(0, 256, (96, 96, 3), dtype=np.uint8)
+    out = _smooth_fill(noisy, hole, 1.0, 3.0, 8).astype(float)
+    centre, rim = out[32:64, 32:64], out[20:22, 30:66]
+    assert centre.std() < 0.5 * rim.std() < 0.5 * noisy.astype(float).std()
+    flat = np.full((40, 40, 3), 77, np.uint8)  # a flat image stays flat (weights sum to 1)
+    assert np.array_equal(_smooth_fill(flat, hole[:40, :40], 1.2, 4.0, 12), flat)
+    with pytest.raises(ValueError, match="fill_smoothing"):
+        Inpainter(PConvUNet(layers=4, width=8), device="cpu", fill_smoothing=(3.0, 1.0, 8))
+
