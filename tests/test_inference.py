@@ -367,3 +367,27 @@ def test_fill_smoothing_touches_only_the_composite_inside_holes(rng):
     with pytest.raises(ValueError, match="fill_smoothing"):
         Inpainter(PConvUNet(layers=4, width=8), device="cpu", fill_smoothing=(3.0, 1.0, 8))
 
+
+
+def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
+    """A big hole's crop is filled at a coarser scale; its smoothing runs there too (with
+    sigmas scaled to match), not over the full-resolution crop."""
+    import core.inference
+
+    seen = []
+    original = core.inference._smooth_fill
+    monkeypatch.setattr(core.inference, "_smooth_fill",
+                        lambda comp, hole, *a: seen.append((comp.shape, a)) or original(
+                            comp, hole, *a))
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
+                    fill_smoothing=(1.2, 4.0, 12))
+    image = rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
+    hole = np.zeros((1024, 1024), bool)
+    hole[300:700, 300:700] = True
+    result = inp.inpaint(image, hole)
+    assert np.array_equal(result.composite[~hole], image[~hole])
+    (shape, (near, far, ramp)), = seen
+    assert max(shape[:2]) <= 256
+    scale = far / 4.0  # the crop (400 px of hole plus context) shrank at least 400 -> 256
+    assert scale <= 256 / 400 and near == pytest.approx(1.2 * scale)
+    assert ramp == pytest.approx(12 * scale)
