@@ -442,24 +442,24 @@ class Inpainter:
         # BOX: the same footprint as _downscale_holes, so no pixel marked known carries any
         # colour from inside the hole (a wider filter such as LANCZOS would leak it).
         small_rgb = _resize_rgb(crop_rgb, size, Image.Resampling.BOX)
-        out = self._run(small_rgb, small_hole, notices)
+        small_out = self._run(small_rgb, small_hole, notices)
+        out = _resize_rgb(small_out, (cw, ch))
         smoothed = None
-        if self.fill_smoothing is not None and max(ch, cw) > self.work_size:
-            # A crop larger than the working size: smooth at the scale the network ran, with
-            # the sigmas shrunk by the same factor (the upscaled fill is already smooth at the
-            # photo's scale, and blurring a 12-MP crop would take seconds on a CPU).
+        if self.fill_smoothing is not None and max(ch, cw) <= self.work_size:
+            # At the photo's scale, as measured (resources/MODEL_CARD.md); about 70 ms for a
+            # 512 px crop on one CPU core.
+            smoothed = _smooth_fill(np.where(crop_hole[..., None], out, crop_rgb), crop_hole,
+                                    *self.fill_smoothing)
+        elif self.fill_smoothing is not None:
+            # A crop larger than the working size: at the scale the network ran, the sigmas
+            # shrunk alike (the upscaled fill is already smooth at the photo's scale, and
+            # blurring a 12-MP crop would take seconds on a CPU).
             scale = size[0] / cw
             near, far, ramp = (v * scale for v in self.fill_smoothing)
             if far >= 0.25:
-                smoothed = _smooth_fill(np.where(small_hole[..., None], out, small_rgb),
-                                        small_hole, max(near, 0.25), far, max(ramp, 1.0))
-                smoothed = _resize_rgb(smoothed, (cw, ch))
-        out = _resize_rgb(out, (cw, ch))
-        if self.fill_smoothing is not None and max(ch, cw) <= self.work_size:
-            # Up to the working size: at the photo's scale, as measured (resources/MODEL_CARD.md);
-            # about 70 ms for a 512 px crop on one CPU core.
-            smoothed = _smooth_fill(np.where(crop_hole[..., None], out, crop_rgb), crop_hole,
-                                    *self.fill_smoothing)
+                small = _smooth_fill(np.where(small_hole[..., None], small_out, small_rgb),
+                                     small_hole, max(near, 0.25), far, max(ramp, 1.0))
+                smoothed = _resize_rgb(small, (cw, ch))
         # Paste only this cluster's holes: another cluster inside the crop is filled from its
         # own, better-centred crop.
         own = np.zeros_like(crop_hole)
