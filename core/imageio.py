@@ -235,13 +235,14 @@ def save_image(
     params: dict = {}
     notes: list[str] = []
     dropped = []
+    holds_metadata = fmt in ("JPEG", "PNG", "WEBP", "TIFF")  # EXIF and ICC alike
     if icc_profile:
-        if fmt in ("JPEG", "PNG", "WEBP", "TIFF"):
+        if holds_metadata:
             params["icc_profile"] = icc_profile
         else:
             dropped.append("colour profile")
     if exif:
-        if fmt not in ("JPEG", "PNG", "WEBP", "TIFF"):
+        if not holds_metadata:
             dropped.append("EXIF data")
         elif fmt == "JPEG" and len(exif) > JPEG_EXIF_LIMIT:
             # A JPEG's EXIF must fit one 64 KB APP1 segment; a longer block (from a PNG or

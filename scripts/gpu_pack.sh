@@ -33,7 +33,8 @@ for part in ("train", "val"):
         if f.suffix.lower() not in {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}:
             continue
         with Image.open(f) as im:
-            oriented = ImageOps.exif_transpose(im) is not im
+            # (exif_transpose returns a copy even when nothing turns: read the tag itself.)
+            oriented = im.getexif().get(0x0112, 1) != 1
             im = ImageOps.exif_transpose(im).convert("RGB")  # upright: the JPEG has no EXIF
         w, h = im.size
         if min(w, h) > side:

@@ -5,11 +5,11 @@
 # [INIT]; run with carry [".gpu"] and a timeout of 600 s:
 #   OUT=$OUT CANDIDATES=pixel bash scripts/gpu_session.sh
 # Environment: BENCH_SECONDS (75; eager and CUDA-graph inference and training rows; 0 skips
-# them), BENCH_COMPILE_SECONDS (45; torch.compile'd inference rows; 0 skips them), MINUTES (training minutes; default
-# and upper bound: what is left before DEADLINE after RESERVE seconds for start-up, smoke run,
-# export and packing; 0 skips training), DEADLINE (seconds since start, 570), RESERVE (100),
-# BENCH_DEVICE (cuda), BENCH_VARIANTS, BENCH_COMPILE_VARIANTS, BENCH_TRAIN (256x16); the rest
-# goes to gpu_train.sh.
+# them), BENCH_COMPILE_SECONDS (45; torch.compile'd inference rows; 0 skips them), MINUTES
+# (training minutes; default and upper bound: what is left before DEADLINE after RESERVE
+# seconds for start-up, smoke run, export and packing; 0 skips training), DEADLINE (seconds
+# since start, 570), RESERVE (100), BENCH_DEVICE (cuda), BENCH_VARIANTS,
+# BENCH_COMPILE_VARIANTS, BENCH_TRAIN (256x16); the rest goes to gpu_train.sh.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
