@@ -264,6 +264,7 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.out = Path(cfg.out)
         self.stop_signal: int | None = None
+        self._last_log_time: float | None = None  # when the last log line was written
         self.step = 0
         self.best_psnr = -math.inf
         self.last_good_step = 0
@@ -442,7 +443,8 @@ class Trainer:
         signal.signal(signal.SIGTERM, handler)
 
     def train_step(self, batch: dict[str, torch.Tensor]) -> torch.Tensor:
-        """One optimisation step; returns the loss terms (TERMS + total) as one tensor."""
+        """One optimisation step; returns the loss terms (TERMS + total) as one tensor, not yet
+        checked for NaN/inf (the caller does that, see ``run``)."""
         image = batch["image"].to(self.device, non_blocking=True)
         valid = batch["valid_mask"].to(self.device, non_blocking=True)
         if self.cfg.channels_last:
@@ -455,14 +457,14 @@ class Trainer:
             terms["hole"] = terms["hole"] * float("nan")
             terms["total"] = terms["total"] + terms["hole"]
         values = torch.stack([terms[t].detach().float() for t in LOGGED])
-        self._check_finite(values)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(terms["total"]).backward()
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return values
 
-    def _check_finite(self, values: torch.Tensor) -> None:
+    def _check_finite(self, values: torch.Tensor, step: int) -> None:
+        """Stop with a one-line error if step ``step``'s loss terms are not all finite."""
         bad = (~torch.isfinite(values)).float()
         if self.ddp.world > 1:
             dist.all_reduce(bad, op=dist.ReduceOp.MAX)
@@ -474,7 +476,7 @@ class Trainer:
                 else "No checkpoint had been saved yet."
             )
             raise TrainingStopped(
-                f"loss term '{names[0]}' became NaN/inf at step {self.step + 1}; stopped. "
+                f"loss term '{names[0]}' became NaN/inf at step {step}; stopped. "
                 f"{kept} Try a lower --lr or --amp off.",
                 code=1,
             )
@@ -508,30 +510,51 @@ class Trainer:
         count = 0
         data_iter = iter(self.loader)
         reason = "max steps reached"
+        # A step's loss terms are checked for NaN/inf only once the next step has been queued:
+        # reading them waits for the GPU, and waiting at once would leave it idle while this
+        # process fetches the next batch and launches its kernels. Steps that log, validate or
+        # save are checked at once, so nothing non-finite is logged or saved.
+        pending: tuple[torch.Tensor, int] | None = None
+        data_wait = 0.0
         try:
             while self.step < cfg.max_steps:
                 if self._should_stop(start):
                     reason = "time limit reached" if self.stop_signal is None else "signal"
                     break
+                fetch = time.perf_counter()
                 batch = next(data_iter)
-                sums += self.train_step(batch)
-                count += 1
+                data_wait += time.perf_counter() - fetch
+                values = self.train_step(batch)
                 self.step += 1
-                if self.step % cfg.log_every == 0 or self.step == cfg.max_steps:
+                if pending is not None:
+                    self._check_finite(*pending)
+                pending = (values, self.step)
+                sums += values
+                count += 1
+                logs = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
+                validates = self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0
+                saves = self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0
+                if logs or validates or saves or self.ddp.world > 1:
+                    self._check_finite(*pending)
+                    pending = None
+                if logs:
                     means = dict(zip(LOGGED, (sums / count).tolist()))
                     if self.ddp.main:
-                        self._log_scalars(means, start, start_step)
+                        self._log_scalars(means, start, start_step, data_wait)
                         if bar is not None:
                             bar.set_postfix(loss=f"{means['total']:.4f}")
                     sums.zero_()
                     count = 0
+                    data_wait = 0.0
                 if bar is not None:
                     bar.update(1)
-                if self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0:
+                if validates:
                     self.validate()
                     self.net.train()
-                if self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0:
+                if saves:
                     self.save("latest.pt")
+            if pending is not None:
+                self._check_finite(*pending)
         finally:
             if bar is not None:
                 bar.close()
@@ -577,16 +600,25 @@ class Trainer:
             stop = bool(flag.item())
         return stop
 
-    def _log_scalars(self, values: dict[str, float], start: float, start_step: int) -> None:
-        elapsed = max(time.time() - start, 1e-9)
+    def _log_scalars(self, values: dict[str, float], start: float, start_step: int,
+                     data_wait: float) -> None:
+        """``data_wait``: seconds spent waiting for batches since the last log line; logged as
+        a share of that interval, so a data-bound run shows itself."""
+        now = time.time()
+        elapsed = max(now - start, 1e-9)
         rate = (self.step - start_step) * self.cfg.batch_size * self.ddp.world / elapsed
+        since = self._last_log_time if self._last_log_time is not None else start
+        self._last_log_time = now
+        wait_share = data_wait / max(now - since, 1e-9)
         line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
-        self.log_file.write(f"step {self.step} {line} images_per_s={rate:.1f}\n")
+        self.log_file.write(
+            f"step {self.step} {line} images_per_s={rate:.1f} data_wait={wait_share:.2f}\n")
         self.log_file.flush()
         if self.writer is not None:
             for k, v in values.items():
                 self.writer.add_scalar(f"loss/{k}", v, self.step)
             self.writer.add_scalar("speed/images_per_s", rate, self.step)
+            self.writer.add_scalar("speed/data_wait_share", wait_share, self.step)
 
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
