@@ -213,6 +213,18 @@ def atomic_save_pil(img: Image.Image, path: Path, format: str, **params) -> None
     atomic_write(path, lambda fh: img.save(fh, format=format, **params))
 
 
+def _exif_has_resolution(exif: bytes | None) -> bool:
+    """Whether an EXIF block states the resolution (XResolution, tag 282)."""
+    if not exif:
+        return False
+    try:
+        parsed = Image.Exif()
+        parsed.load(exif)
+    except Exception:  # unreadable EXIF is kept as bytes; it states nothing we can read
+        return False
+    return 282 in parsed
+
+
 def save_image(
     path: str | Path,
     pixels: np.ndarray,
@@ -255,6 +267,9 @@ def save_image(
         notes.append(f"{fmt} cannot hold the photo's {' or '.join(dropped)}; left out")
     if dpi and fmt in ("JPEG", "PNG", "TIFF", "BMP"):
         params["dpi"] = dpi
+    elif dpi and fmt == "WEBP" and not _exif_has_resolution(params.get("exif")):
+        # WebP has no resolution field of its own; only EXIF resolution tags carry it there.
+        notes.append(f"WEBP cannot hold the photo's resolution ({round(dpi[0])} dpi); left out")
     if fmt == "JPEG":
         params["quality"] = quality
     if fmt == "WEBP":

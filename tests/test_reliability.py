@@ -1082,6 +1082,15 @@ def test_save_image_says_which_metadata_a_format_cannot_hold(tmp_path):
     lost = save_image(tmp_path / "o.bmp", _photo(8, 8), exif=exif.tobytes(), icc_profile=icc)
     assert lost == ["BMP cannot hold the photo's colour profile or EXIF data; left out"]
     assert save_image(tmp_path / "p.bmp", _photo(8, 8)) == []  # nothing to lose, no note
+    # WebP has no resolution field: a DPI only EXIF could carry is said to be left out ...
+    dpi_lost = save_image(tmp_path / "o.webp", _photo(8, 8), dpi=(300, 300))
+    assert dpi_lost == ["WEBP cannot hold the photo's resolution (300 dpi); left out"]
+    # ... but not when the photo's EXIF (kept in the WebP) states it.
+    exif[282] = 300
+    exif[283] = 300
+    assert save_image(tmp_path / "q.webp", _photo(8, 8), exif=exif.tobytes(), dpi=(300, 300)) == []
+    with Image.open(tmp_path / "q.webp") as saved:
+        assert float(saved.getexif()[282]) == 300
 
 
 @pytest.mark.parametrize("height", [20, 30])  # 30 x 30: a square turns without changing size
