@@ -117,13 +117,17 @@ def model_file(tmp: Path, choice: str, layers: int) -> tuple[Path | None, str]:
 
 
 def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
-    """``PRECISION`` or ``PRECISION-nosmooth`` (the model's fill smoothing switched off)."""
-    name, _, variant = precision.partition("-")
+    """``PRECISION`` with optional ``-nosmooth`` (the model's fill smoothing switched off) and
+    ``-pN`` (N mirrored network passes instead of the model's), e.g. ``auto-p1``."""
+    name, *variants = precision.split("-")
     inpainter = Inpainter.from_checkpoint(path, device="cpu", precision=name)
-    if variant == "nosmooth":
-        inpainter.fill_smoothing = None
-    elif variant:
-        raise SystemExit(f"unknown precision variant '{precision}'")
+    for variant in variants:
+        if variant == "nosmooth":
+            inpainter.fill_smoothing = None
+        elif variant in ("p1", "p2", "p3"):
+            inpainter.passes = int(variant[1])
+        else:
+            raise SystemExit(f"unknown precision variant '{variant}' in '{precision}'")
     return inpainter
 
 
@@ -303,7 +307,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=3, help="end-to-end runs per setting")
     p.add_argument("--precisions", default="fp32,auto",
                    help="core.inference precisions to compare end to end (the app uses "
-                        "auto); PRECISION-nosmooth switches the model's fill smoothing off")
+                        "auto); PRECISION-nosmooth switches the model's fill smoothing off, "
+                        "PRECISION-pN runs N mirrored passes")
     p.add_argument("--model", default="auto", choices=["auto", "random"],
                    help="auto: the shipped model if present, else random weights")
     p.add_argument("--layers", type=int, default=8, help="depth of the random-weight model")

@@ -369,6 +369,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto, cpu or cuda[:N]")
     p.add_argument("--precision", default="fp32", choices=PRECISIONS,
                    help="network precision (default fp32: numbers that do not depend on the CPU)")
+    p.add_argument("--passes", type=int, choices=[1, 2, 3],
+                   help="mirrored network runs averaged per hole (default: the model's)")
     p.add_argument("--examples", type=int, default=6,
                    help="example grids to save, one per bucket (default 6, 0 = none)")
     return p
@@ -458,7 +460,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     images, holes, groups, owners, mask_settings = _make_pairs(args, crops)
     try:
         inpainter = Inpainter.from_checkpoint(
-            args.checkpoint, device=args.device, precision=args.precision
+            args.checkpoint, device=args.device, precision=args.precision, passes=args.passes
         )
     except (CheckpointError, ValueError) as exc:
         raise UsageError(str(exc).splitlines()[0] if str(exc) else type(exc).__name__) from None
@@ -488,7 +490,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": str(args.images), "image_count": len(crops), "size": args.size,
         "crop": "centre square of the shorter side, resized bicubic to size",
         "radius": args.radius, "device": inpainter.device_name, "precision": args.precision,
-        **mask_settings,
+        "passes": inpainter.passes, "fill_smoothing": inpainter.fill_smoothing, **mask_settings,
     }
     text = json.dumps(result, indent=2, allow_nan=False)
     atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode("utf-8")))

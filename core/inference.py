@@ -274,6 +274,16 @@ def _smooth_fill(
     return out[0].permute(1, 2, 0).numpy()
 
 
+MAX_PASSES = 3  # as is, mirrored left-right, mirrored top-bottom
+
+
+def check_passes(value: object, source: str) -> int:
+    """A pass count from a caller, checked: a whole number 1-3."""
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_PASSES:
+        raise ValueError(f"{source}: passes must be 1, 2 or 3, got {str(value)[:20]!r}")
+    return value
+
+
 def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int | None:
     """An integer inference setting stored in a checkpoint (None when absent or 0); anything
     but a whole number in [lo, hi] comes from a damaged or hostile file."""
@@ -303,6 +313,7 @@ class Inpainter:
         max_hole_radius: int | None = None,
         precision: str = "auto",
         fill_smoothing: tuple[float, float, float] | None = None,
+        passes: int = 1,
     ) -> None:
         self.device = resolve_device(device)
         self.precision = precision
@@ -315,6 +326,7 @@ class Inpainter:
         # (near sigma, far sigma, ramp in pixels): see _smooth_fill; None leaves fills as the
         # network made them.
         self.fill_smoothing = _check_smoothing(fill_smoothing, self.source)
+        self.passes = check_passes(passes, self.source)
 
     @classmethod
     def from_checkpoint(
@@ -322,8 +334,10 @@ class Inpainter:
         path: str | Path | None = None,
         device: str | torch.device = "auto",
         precision: str = "auto",
+        passes: int | None = None,
     ) -> Inpainter:
-        """Load a checkpoint or model file; None means the model shipped in resources/."""
+        """Load a checkpoint or model file; None means the model shipped in resources/.
+        ``passes`` (1-3, see ``_forward``) overrides the file's ``flip_passes``."""
         if path is None:
             path = shipped_model_path()
             if path is None:
@@ -339,8 +353,11 @@ class Inpainter:
             smoothing = _check_smoothing(payload.get("fill_smoothing"), str(path))
         except ValueError as exc:
             raise CheckpointError(str(exc)) from None
+        if passes is None:
+            passes = _setting(payload, "flip_passes", path, 1, MAX_PASSES) or 1
         return cls(model, device=device, work_size=work_size, source=str(path),
-                   max_hole_radius=radius, precision=precision, fill_smoothing=smoothing)
+                   max_hole_radius=radius, precision=precision, fill_smoothing=smoothing,
+                   passes=passes)
 
     @property
     def min_crop(self) -> int:
@@ -493,11 +510,26 @@ class Inpainter:
         return np.ascontiguousarray(out)
 
     def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor) -> np.ndarray:
+        """One network run; with ``passes`` > 1 the mean of the photo as it is, mirrored left to
+        right and (3) top to bottom, each output mirrored back.
+
+        Why: the exact partial convolution closes a wide hole from its rim inwards on a
+        stride-2 grid, and where a deep layer's window holds only a pixel or two of valid
+        input its output is scaled up most; with little training that shows as a dark or bright
+        spot in the middle of the widest holes. Mirroring moves the grid against the hole, so
+        the spots land elsewhere or vanish; averaging the passes removes them (measured in
+        resources/MODEL_CARD.md). The passes run as one batch."""
         dtype = self.autocast_dtype
+        flips = [(), (-1,), (-2,)][: self.passes]
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None
         ):
+            image_t = torch.cat([image_t.flip(f) if f else image_t for f in flips])
+            valid_t = torch.cat([valid_t.flip(f) if f else valid_t for f in flips])
             image_t = image_t.to(self.device).contiguous(memory_format=_memory_format(self.device))
-            out = self.model(image_t, valid_t.to(self.device))
-            out = out.float().clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
+            out = self.model(image_t, valid_t.to(self.device)).float()
+            if len(flips) > 1:
+                out = torch.stack([o.flip(f) if f else o
+                                   for o, f in zip(out.unbind(0), flips)]).mean(0, keepdim=True)
+            out = out.clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8)
         return out[0].permute(1, 2, 0).cpu().numpy()

@@ -2,7 +2,7 @@
 
     python -m core.inpaint IMAGE MASK -o OUT [--raw-out PATH] [--checkpoint PATH]
                            [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
-                           [--overwrite]
+                           [--passes 1|2|3] [--overwrite]
 
 IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
 folder, and a photo or mask that cannot be used is reported and skipped (exit 2 at the end).
@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     p.add_argument("--precision", default="auto", choices=["auto", "fp32", "bf16"],
                    help="auto: bfloat16 on CPUs that compute it natively, else float32")
+    p.add_argument("--passes", type=int, choices=[1, 2, 3],
+                   help="network runs per hole, mirrored and averaged (default: the model's; "
+                        "1 is fastest)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -151,7 +154,7 @@ def _run(args: argparse.Namespace) -> int:
         folder_mode = args.image.is_dir()
         _check_outputs(jobs, args.overwrite, folder_mode)
         inpainter = Inpainter.from_checkpoint(
-            args.checkpoint, device=args.device, precision=args.precision
+            args.checkpoint, device=args.device, precision=args.precision, passes=args.passes
         )
         if folder_mode:
             for writing in (args.out, args.raw_out):

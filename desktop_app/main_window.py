@@ -224,6 +224,11 @@ class MainWindow(QMainWindow):
             self.device_group.addAction(action)
             self.device_actions[name] = action
         self.device_actions["cuda"].setEnabled(False)  # until the worker reports CUDA
+        self.single_pass_action = self._action(
+            "&Single Pass (Faster)", self.set_single_pass, checkable=True,
+            tip="Run the network once per hole instead of averaging mirrored runs: faster, "
+                "but the widest holes can keep a dark or bright spot")
+        self.single_pass_action.setChecked(self.settings.single_pass)
 
         self.about_action = self._action("&About", self.show_about)
 
@@ -268,6 +273,7 @@ class MainWindow(QMainWindow):
         device_menu = model_menu.addMenu("&Device")
         for action in self.device_actions.values():
             device_menu.addAction(action)
+        model_menu.addAction(self.single_pass_action)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.about_action)
@@ -792,7 +798,8 @@ class MainWindow(QMainWindow):
         self.model_loading = True
         self._pending_model_path = path
         self._save_model_choice = remember
-        self.service.load_model(path, self._device, self._precision)
+        self.service.load_model(path, self._device, self._precision,
+                                1 if self.single_pass_action.isChecked() else None)
         self._update_model_labels()
 
     def load_checkpoint_dialog(self) -> None:
@@ -814,6 +821,14 @@ class MainWindow(QMainWindow):
         self._device = device
         self.settings.device = device
         self.device_actions[device].setChecked(True)
+        if self.model_info is not None or self.model_loading:
+            self._load_model(self._model_path_in_use if not self.model_loading
+                             else self._pending_model_path, remember=False)
+
+    def set_single_pass(self, enabled: bool) -> None:
+        """One network pass per hole (or the model's mirrored passes); reloads the model."""
+        self.settings.single_pass = enabled
+        self.single_pass_action.setChecked(enabled)
         if self.model_info is not None or self.model_loading:
             self._load_model(self._model_path_in_use if not self.model_loading
                              else self._pending_model_path, remember=False)
@@ -849,7 +864,8 @@ class MainWindow(QMainWindow):
             self.model_label.setText(f"Model: {Path(info.source).name}")
             self.model_label.setToolTip(
                 f"{info.source}\n{info.layers} levels, width {info.width}, "
-                f"working size {info.work_size} px")
+                f"working size {info.work_size} px, {info.passes} pass"
+                f"{'es' if info.passes > 1 else ''} per hole")
         self.device_label.setText(f"Device: {info.device_name}" if info else "Device: -")
         cuda = info is not None and info.cuda_available
         self.device_actions["cuda"].setEnabled(cuda or self._device == "cuda")

@@ -90,6 +90,16 @@ class AppSettings:
         self.qsettings.setValue("model/path", str(value) if value else "")
 
     @property
+    def single_pass(self) -> bool:
+        """Run the network once per hole instead of the model's mirrored passes (faster, but
+        the widest holes can keep a spot; see core.inference.Inpainter._forward)."""
+        return self._get_bool("model/single_pass", False)
+
+    @single_pass.setter
+    def single_pass(self, value: bool) -> None:
+        self.qsettings.setValue("model/single_pass", bool(value))
+
+    @property
     def live_mode(self) -> bool:
         return self._get_bool("inpaint/live", False)
 

@@ -38,6 +38,7 @@ class ModelRequest:
     path: str | None  # None: the model shipped in resources/
     device: str  # "auto", "cpu" or "cuda"
     precision: str = "auto"  # "auto", "fp32" or "bf16" (core.inference.PRECISIONS)
+    passes: int | None = None  # network passes per hole; None: what the model file says
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class ModelInfo:
     width: int
     work_size: int
     cuda_available: bool = False
+    passes: int = 1
 
 
 def worker_torch_threads() -> int:
@@ -94,7 +96,8 @@ class InpaintWorker(QObject):
             from core.inference import Inpainter
 
             inpainter = Inpainter.from_checkpoint(request.path, device=request.device,
-                                                  precision=request.precision)
+                                                  precision=request.precision,
+                                                  passes=request.passes)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app carries on
             self.model_error.emit(_one_line(exc))
             return
@@ -155,6 +158,7 @@ def _model_info(inpainter) -> ModelInfo:
         width=int(config.width),
         work_size=int(inpainter.work_size),
         cuda_available=bool(torch.cuda.is_available()),
+        passes=int(inpainter.passes),
     )
 
 
@@ -194,8 +198,10 @@ class InpaintService(QObject):
         """Cancel ``request_id`` and everything before it (default: every request so far)."""
         self.worker.cancel_up_to(self._last_request_id if request_id is None else request_id)
 
-    def load_model(self, path: str | Path | None, device: str, precision: str = "auto") -> None:
-        self._load_requested.emit(ModelRequest(str(path) if path else None, device, precision))
+    def load_model(self, path: str | Path | None, device: str, precision: str = "auto",
+                   passes: int | None = None) -> None:
+        self._load_requested.emit(
+            ModelRequest(str(path) if path else None, device, precision, passes))
 
     def shutdown(self, timeout_ms: int = 60_000) -> bool:
         """Cancel everything and stop the thread; True when it stopped within the timeout.

@@ -369,6 +369,38 @@ def test_fill_smoothing_touches_only_the_composite_inside_holes(rng):
 
 
 
+def test_flip_passes_average_the_mirrored_runs(rng, tmp_path):
+    """passes=3 is the mean of the network's output on the crop as it is, mirrored left-right
+    and mirrored top-bottom, each mirrored back (to rounding); known pixels stay exact."""
+    from core.checkpoint import save_model_file
+
+    model = PConvUNet(layers=4, width=8)
+    torch.manual_seed(3)
+    model.reset_parameters()
+    image = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    hole = np.zeros((48, 64), bool)
+    hole[10:30, 14:44] = True
+    one = Inpainter(model, device="cpu", precision="fp32")
+    three = Inpainter(model, device="cpu", precision="fp32", passes=3)
+    a, b = one.inpaint(image, hole), three.inpaint(image, hole)
+    assert np.array_equal(b.composite[~hole], image[~hole])
+    x = torch.from_numpy(image).permute(2, 0, 1)[None].float() / 255
+    v = torch.from_numpy(~hole).float()[None, None]
+    with torch.inference_mode():
+        outs = [model(x, v), model(x.flip(-1), v.flip(-1)).flip(-1),
+                model(x.flip(-2), v.flip(-2)).flip(-2)]
+    want = torch.stack(outs).mean(0)[0].clamp(0, 1).mul(255).permute(1, 2, 0).numpy()
+    assert np.abs(b.raw[hole].astype(float) - want[hole]).max() <= 1.0
+    assert np.abs(a.raw[hole].astype(float) - want[hole]).max() > 2.0  # it did change
+    # From a model file, overridable by the caller; bad counts are refused.
+    path = tmp_path / "m.safetensors"
+    save_model_file(path, model, extra={"flip_passes": 3})
+    assert Inpainter.from_checkpoint(path, device="cpu").passes == 3
+    assert Inpainter.from_checkpoint(path, device="cpu", passes=1).passes == 1
+    with pytest.raises(ValueError, match="passes"):
+        Inpainter(model, device="cpu", passes=4)
+
+
 def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
     """A big hole's crop is filled at a coarser scale; its smoothing runs there too (with
     sigmas scaled to match), not over the full-resolution crop."""

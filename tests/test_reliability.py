@@ -552,6 +552,8 @@ def _bad_checkpoint(kind: str, folder: Path) -> Path:
         return st_file("smooth.safetensors", config, extra={"fill_smoothing": [4.0, 1.0, 12]})
     if kind == "smoothing_not_numbers":
         return st_file("smooth2.safetensors", config, extra={"fill_smoothing": "soft"})
+    if kind == "bad_passes":
+        return st_file("passes.safetensors", config, extra={"flip_passes": 7})
     if kind == "not_tensors":
         save_checkpoint(folder / "ints.pt", {"model": {k: 1 for k in state},
                                              "model_config": config})
@@ -578,7 +580,8 @@ def _largest_zip_member_offset(path: Path) -> int:
 BAD_CHECKPOINTS = ["truncated_pt", "flipped_bytes_pt", "truncated_safetensors", "empty", "text",
                    "header_too_large", "other_width", "huge_config", "negative_width",
                    "too_deep", "nan_weights", "bad_work_size", "negative_hole_radius",
-                   "bad_smoothing", "smoothing_not_numbers", "not_tensors", "no_config"]
+                   "bad_smoothing", "smoothing_not_numbers", "bad_passes", "not_tensors",
+                   "no_config"]
 
 
 @pytest.mark.parametrize("kind", BAD_CHECKPOINTS)

@@ -281,3 +281,29 @@ def test_closing_during_a_run_stops_the_worker_cleanly(make_window, slow_model_p
     assert time.perf_counter() - start < 10
     assert window.service.thread.isFinished()
     assert not window.isVisible()
+
+
+def test_single_pass_reloads_the_model_and_is_remembered(make_window, qtbot, settings, tmp_path,
+                                                         photo_file):
+    """A model file asking for 3 mirrored passes gets them; Model > Single Pass reloads it
+    with one pass, is remembered, and unchecking it gives the file's passes back."""
+    from core.checkpoint import save_model_file
+    from core.model import PConvUNet
+
+    path = tmp_path / "three.safetensors"
+    save_model_file(path, PConvUNet(layers=4, width=8), extra={"flip_passes": 3})
+    window = make_window(checkpoint=path, photo=photo_file)
+    qtbot.waitUntil(lambda: window.model_info is not None, timeout=10_000)
+    assert window.model_info.passes == 3
+    assert "3 passes per hole" in window.model_label.toolTip()
+    window.single_pass_action.trigger()
+    qtbot.waitUntil(lambda: window.model_info is not None and window.model_info.passes == 1,
+                    timeout=10_000)
+    assert settings.single_pass and "1 pass per hole" in window.model_label.toolTip()
+    window.document.edit_mask(square_hole((96, 128), 10, 10, 20), "hole")
+    run_and_wait(window, qtbot)
+    assert window.has_current_result
+    window.single_pass_action.trigger()
+    qtbot.waitUntil(lambda: window.model_info is not None and window.model_info.passes == 3,
+                    timeout=10_000)
+    assert not settings.single_pass
