@@ -1,0 +1,60 @@
+"""Make a freshly trained export the shipped model, keeping the shipped file's inference
+settings (the trainer's export knows only work_size and max_hole_radius).
+
+    python scripts/adopt_model.py runs/gpuN/pixel/model.safetensors --trained "version N: ..."
+
+Copies ``fill_smoothing`` and ``flip_passes`` (and anything else the trainer does not write)
+from resources/model/pconv_unet.safetensors into the new file's metadata, sets ``trained``,
+and replaces the shipped file atomically. Re-run the evaluation afterwards: the settings were
+chosen for the old weights.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from safetensors import safe_open
+from safetensors.torch import save
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from core.atomic import atomic_write  # noqa: E402
+
+SHIPPED = ROOT / "resources" / "model" / "pconv_unet.safetensors"
+
+
+def read(path: Path) -> tuple[dict, dict]:
+    with safe_open(str(path), "pt") as f:
+        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("new", type=Path, help="model file exported by core.train --export")
+    p.add_argument("--trained", required=True, help="how it was trained (kept in the file)")
+    p.add_argument("--like", type=Path, default=SHIPPED, help="file whose settings to keep")
+    p.add_argument("--out", type=Path, default=SHIPPED)
+    args = p.parse_args(argv)
+    try:
+        meta, tensors = read(args.new)
+        old_meta, _ = read(args.like)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file: one line, nothing written
+        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
+    extra = json.loads(meta.get("extra", "{}"))
+    kept = {k: v for k, v in json.loads(old_meta.get("extra", "{}")).items()
+            if k not in extra and k != "trained"}
+    extra.update(kept, trained=args.trained)
+    meta["extra"] = json.dumps(extra)
+    data = save(tensors, metadata=meta)
+    atomic_write(args.out, lambda fh: fh.write(data))
+    print(f"wrote {args.out}; kept from {args.like.name}: {', '.join(sorted(kept)) or 'nothing'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
