@@ -140,10 +140,11 @@ def end_to_end(
     net_calls = [0]
     original = inpainter._forward
 
-    def timed_forward(image_t: torch.Tensor, valid_t: torch.Tensor) -> np.ndarray:
+    def timed_forward(image_t: torch.Tensor, valid_t: torch.Tensor, passes: int = 1
+                      ) -> np.ndarray:
         start = time.perf_counter()
         try:
-            return original(image_t, valid_t)
+            return original(image_t, valid_t, passes)
         finally:
             net_time[0] += time.perf_counter() - start
             net_calls[0] += 1

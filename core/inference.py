@@ -276,8 +276,8 @@ def _smooth_fill(
 
 MAX_PASSES = 3  # as is, mirrored left-right, mirrored top-bottom
 # Extra passes only where a hole is this thick (chessboard radius, px) at the scale the network
-# runs: on the 288 val pairs a single pass differed from the median of three by more than 60
-# levels on over 0.1 % of the hole in 18 of 115 crops with radius 18+, and in none of 29
+# runs: on 144 of the val pairs a single pass differed from the median of three by more than
+# 60 levels on over 0.1 % of the hole in 18 of 115 crops with radius 18+, and in none of 29
 # thinner ones (resources/MODEL_CARD.md); thin strokes are spared the extra time.
 PASSES_MIN_RADIUS = 16
 
@@ -452,6 +452,7 @@ class Inpainter:
         factor = min(1.0, self.work_size / max(ch, cw))
         size = (max(1, round(cw * factor)), max(1, round(ch * factor)))
         small_hole = _downscale_holes(crop_hole, size)
+        radius = None  # the thickest hole at the scale the network runs, when known
         if self.max_hole_radius:
             # Holes much thicker than those seen in training come out as grey blotches; run
             # such crops at a coarser scale so the hole radius matches the training range.
@@ -461,10 +462,19 @@ class Inpainter:
                 if shrink < 1.0:
                     size = (max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink)))
                     small_hole = _downscale_holes(crop_hole, size)
+                    radius = None
+        passes = self.passes
+        if passes > 1:
+            # Extra passes only for thick holes (PASSES_MIN_RADIUS); reuse the radius above
+            # when it is still the network's (measuring costs ~45 ms per 512 px crop).
+            if radius is None or radius >= 8 * self.max_hole_radius:
+                radius = hole_radius(small_hole, limit=PASSES_MIN_RADIUS)
+            if radius < PASSES_MIN_RADIUS:
+                passes = 1
         # BOX: the same footprint as _downscale_holes, so no pixel marked known carries any
         # colour from inside the hole (a wider filter such as LANCZOS would leak it).
         small_rgb = _resize_rgb(crop_rgb, size, Image.Resampling.BOX)
-        small_out = self._run(small_rgb, small_hole, notices)
+        small_out = self._run(small_rgb, small_hole, notices, passes)
         out = _resize_rgb(small_out, (cw, ch))
         smoothed = None
         if self.fill_smoothing is not None and max(ch, cw) <= self.work_size:
@@ -492,7 +502,8 @@ class Inpainter:
         np.copyto(raw[t:b, lft:rgt], out, where=paste)
         np.copyto(composite[t:b, lft:rgt], out if smoothed is None else smoothed, where=paste)
 
-    def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str]) -> np.ndarray:
+    def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str],
+             passes: int = 1) -> np.ndarray:
         """Pad to a multiple of 2**layers (mirrored), run the network, crop back."""
         h, w = hole.shape
         ph = math.ceil(h / self.multiple) * self.multiple - h
@@ -503,21 +514,22 @@ class Inpainter:
         image_t = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255.0)
         valid_t = torch.from_numpy(valid.astype(np.float32))[None, None]
         try:
-            out = self._forward(image_t, valid_t)
+            out = self._forward(image_t, valid_t, passes)
         except torch.OutOfMemoryError:
             if self.device.type != "cuda":
                 raise
             torch.cuda.empty_cache()
             notices.append(f"{self.device_name} ran out of memory; this run used the CPU")
             self.to("cpu")
-            out = self._forward(image_t, valid_t)
+            out = self._forward(image_t, valid_t, passes)
         out = out[pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
         return np.ascontiguousarray(out)
 
-    def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor) -> np.ndarray:
-        """One network run; with ``passes`` > 1, for a hole at least PASSES_MIN_RADIUS thick,
-        the mean of the photo as it is, mirrored left to right and (3) top to bottom, each output
-        mirrored back; with 3 passes the median.
+    def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor, passes: int = 1
+                 ) -> np.ndarray:
+        """One network run; with ``passes`` > 1 (``_fill_box`` asks for them for holes at least
+        PASSES_MIN_RADIUS thick) the mean of the photo as it is, mirrored left to right and (3)
+        top to bottom, each output mirrored back; with 3 passes the median.
 
         Why: the exact partial convolution closes a wide hole from its rim inwards on a
         stride-2 grid, and where a deep layer's window holds only a pixel or two of valid
@@ -526,11 +538,6 @@ class Inpainter:
         the spots land elsewhere or vanish, and the median of three drops them (measured in
         resources/MODEL_CARD.md). The passes run as one batch."""
         dtype = self.autocast_dtype
-        passes = self.passes
-        if passes > 1:
-            hole = valid_t[0, 0].numpy() < 0.5
-            if hole_radius(hole, limit=PASSES_MIN_RADIUS) < PASSES_MIN_RADIUS:
-                passes = 1
         flips = [(), (-1,), (-2,)][:passes]
         with torch.inference_mode(), torch.autocast(
             self.device.type, dtype=dtype or torch.bfloat16, enabled=dtype is not None

@@ -42,9 +42,9 @@ def test_large_photo_is_not_shrunk_as_a_whole(inpainter, rng):
     calls = []
     original = inpainter._run
 
-    def spy(rgb, hole, notices):
+    def spy(rgb, hole, notices, *passes):
         calls.append(rgb.shape)
-        return original(rgb, hole, notices)
+        return original(rgb, hole, notices, *passes)
 
     inpainter._run = spy
     image = rng.integers(0, 256, (1500, 2000, 3), dtype=np.uint8)
@@ -65,7 +65,7 @@ def test_large_photo_is_not_shrunk_as_a_whole(inpainter, rng):
 def test_big_hole_crop_is_downscaled_to_work_size(inpainter, rng):
     calls = []
     original = inpainter._run
-    inpainter._run = lambda rgb, hole, n: calls.append(rgb.shape) or original(rgb, hole, n)
+    inpainter._run = lambda rgb, hole, n, *p: calls.append(rgb.shape) or original(rgb, hole, n, *p)
     image = rng.integers(0, 256, (300, 400, 3), dtype=np.uint8)
     hole = np.zeros((300, 400), bool)
     hole[50:250, 50:350] = True
@@ -246,7 +246,7 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
                     max_hole_radius=16)
     calls = []
     original = inp._run
-    inp._run = lambda rgb, h, n: calls.append(rgb.shape) or original(rgb, h, n)
+    inp._run = lambda rgb, h, n, *p: calls.append(rgb.shape) or original(rgb, h, n, *p)
     image = rng.integers(0, 256, (512, 512, 3), dtype=np.uint8)
     big = np.zeros((512, 512), bool)
     big[128:384, 128:384] = True  # radius 128 >> 16: shrink, but not below 128 px
@@ -279,7 +279,7 @@ def test_each_cluster_pastes_only_its_own_holes(rng):
     """A later cluster whose crop covers an earlier one must not overwrite that fill."""
     inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=128)
     values = iter([10, 200])
-    inp._run = lambda rgb, hole, notices: np.full(rgb.shape, next(values), np.uint8)
+    inp._run = lambda rgb, hole, notices, *p: np.full(rgb.shape, next(values), np.uint8)
     image = rng.integers(0, 256, (100, 400, 3), dtype=np.uint8)
     hole = np.zeros((100, 400), bool)
     hole[5:10, 112:122] = True  # cluster A: first in scan order

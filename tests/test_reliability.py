@@ -712,8 +712,8 @@ def test_cli_reports_the_cpu_fallback(monkeypatch, tmp_path, capsys, tiny_model_
     real = Inpainter.from_checkpoint.__func__
     calls: list[list[str]] = []
 
-    def from_checkpoint(cls, path=None, device="auto", precision="auto"):
-        inpainter = real(cls, path, device="cpu", precision=precision)
+    def from_checkpoint(cls, path=None, device="auto", precision="auto", passes=None):
+        inpainter = real(cls, path, device="cpu", precision=precision, passes=passes)
         calls.append(fake_cuda_oom(inpainter))
         return inpainter
 
