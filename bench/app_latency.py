@@ -69,11 +69,17 @@ def stroke_mask(
     """Brush strokes until ``ratio`` of the photo is hole; bool (H, W), True = fill.
 
     ``cluster``: strokes inside one region about 2.5x the hole's area;
-    ``scattered``: strokes of the same brush anywhere in the photo."""
+    ``scattered``: strokes of the same brush anywhere in the photo;
+    ``blob``: one solid disc (an object painted over whole: a thick hole)."""
     rng = np.random.default_rng(seed)
     canvas = Image.new("L", (width, height), 0)
     draw = ImageDraw.Draw(canvas)
     target = ratio * width * height
+    if layout == "blob":
+        r = float(np.sqrt(target / np.pi))
+        cx, cy = width * float(rng.uniform(0.3, 0.7)), height * float(rng.uniform(0.3, 0.7))
+        draw.ellipse((cx - r, cy - r, cx + r, cy + r), fill=255)
+        return np.asarray(canvas) > 0
     brush = max(6, int(round(min(width, height) / 100)))  # 30 px on a 12-MP photo
     if layout == "cluster":
         side = int(np.sqrt(target * 2.5))
@@ -303,7 +309,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--width", type=int, default=4000)
     p.add_argument("--height", type=int, default=3000)
     p.add_argument("--hole", type=float, default=0.02, help="hole fraction of the photo")
-    p.add_argument("--layouts", default="cluster,scattered")
+    p.add_argument("--layouts", default="cluster,scattered",
+                   help="comma-separated: cluster, scattered, blob (see stroke_mask)")
     p.add_argument("--threads", default="1,2", help="torch intra-op threads to compare")
     p.add_argument("--runs", type=int, default=3, help="end-to-end runs per setting")
     p.add_argument("--precisions", default="fp32,auto",

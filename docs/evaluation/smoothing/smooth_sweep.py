@@ -1,6 +1,6 @@
 """Experiment: smoothing of the fill inside holes, fixed and distance-adaptive, per bucket.
 
-    python docs/evaluation/smoothing/smooth_sweep.py STEP SEED    # e.g. 1 0, 1 1
+    python docs/evaluation/smoothing/smooth_sweep.py STEP SEED [more]   # e.g. 1 0, 1 1
 The network runs once per pair (fill_smoothing off), then each variant blurs the composite
 (OpenCV, whole 512 image) inside the holes. sweep_seed0.json came from an earlier version of
 this script with more variants (fixed sigma 1.2 / 1.8 / 2.5 / 3.5 and adaptive 1-3-16,
@@ -41,6 +41,9 @@ def adaptive(s1, s2, d):
 
 
 variants = {"none": None, "g1.8": fixed(1.8), "a1.2-4-12": adaptive(1.2, 4.0, 12)}
+if len(sys.argv) > 3 and sys.argv[3] == "more":  # re-check for a better-trained model
+    variants.update({"g1.2": fixed(1.2), "a0.8-3-12": adaptive(0.8, 3.0, 12),
+                     "a1-3-16": adaptive(1.0, 3.0, 16), "a1.2-5-12": adaptive(1.2, 5.0, 12)})
 rows = {v: {} for v in variants}
 for k in range(0, len(images), step):
     im, h = images[k], holes[k]
@@ -57,4 +60,5 @@ summary = {n: {b: {m: float(np.mean([r[m] for r in v])) for m in ("psnr", "ssim"
                for b, v in sorted(rows[n].items())} for n in variants}
 for n, s in summary.items():
     print(f"{n:>10}", " ".join(f"{v['psnr']:.2f}/{v['ssim']:.4f}" for b, v in s.items()))
-json.dump(summary, open(f"runs/smooth_seed{seed}.json", "w"), indent=1)
+tag = "_more" if len(variants) > 3 else ""
+json.dump(summary, open(f"runs/smooth_seed{seed}{tag}.json", "w"), indent=1)
