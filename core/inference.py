@@ -467,7 +467,8 @@ class Inpainter:
         if passes > 1:
             # Extra passes only for thick holes (PASSES_MIN_RADIUS); reuse the radius above
             # when it is still the network's (measuring costs ~45 ms per 512 px crop).
-            if radius is None or radius >= 8 * self.max_hole_radius:
+            capped = radius is not None and radius >= 8 * self.max_hole_radius
+            if radius is None or (capped and radius < PASSES_MIN_RADIUS):
                 radius = hole_radius(small_hole, limit=PASSES_MIN_RADIUS)
             if radius < PASSES_MIN_RADIUS:
                 passes = 1

@@ -463,6 +463,25 @@ class Trainer:
         self.scaler.update()
         return values
 
+    @staticmethod
+    def _stage(values: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
+        """Start copying a step's loss terms to the CPU; returns the copy and the CUDA event
+        that marks its arrival (None on the CPU, where the values are there already)."""
+        if values.device.type != "cuda":
+            return values, None
+        host = torch.empty(values.shape, dtype=values.dtype, pin_memory=True)
+        host.copy_(values, non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return host, event
+
+    def _check_staged(self, values: torch.Tensor, event: torch.cuda.Event | None,
+                      step: int) -> None:
+        """Check a staged step: waits only for that step's copy, not for later queued work."""
+        if event is not None:
+            event.synchronize()
+        self._check_finite(values, step)
+
     def _check_finite(self, values: torch.Tensor, step: int) -> None:
         """Stop with a one-line error if step ``step``'s loss terms are not all finite."""
         bad = (~torch.isfinite(values)).float()
@@ -510,11 +529,13 @@ class Trainer:
         count = 0
         data_iter = iter(self.loader)
         reason = "max steps reached"
-        # A step's loss terms are checked for NaN/inf only once the next step has been queued:
-        # reading them waits for the GPU, and waiting at once would leave it idle while this
-        # process fetches the next batch and launches its kernels. Steps that log, validate or
-        # save are checked at once, so nothing non-finite is logged or saved.
-        pending: tuple[torch.Tensor, int] | None = None
+        # A step's loss terms are checked for NaN/inf only once the next step has been queued,
+        # from a copy that reaches the CPU without a stall (see _stage): reading them on the
+        # GPU waits for everything queued, leaving the GPU idle while this process fetches the
+        # next batch and launches its kernels. Steps that log, validate or save are checked at
+        # once, so nothing non-finite is logged or saved; multi-process runs check every step
+        # at once (the check is a collective).
+        pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
         data_wait = 0.0
         try:
             while self.step < cfg.max_steps:
@@ -527,15 +548,18 @@ class Trainer:
                 values = self.train_step(batch)
                 self.step += 1
                 if pending is not None:
-                    self._check_finite(*pending)
-                pending = (values, self.step)
+                    self._check_staged(*pending)
+                pending = (*self._stage(values), self.step)
                 sums += values
                 count += 1
                 logs = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
                 validates = self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0
                 saves = self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0
                 if logs or validates or saves or self.ddp.world > 1:
-                    self._check_finite(*pending)
+                    if self.ddp.world > 1:
+                        self._check_finite(values, self.step)
+                    else:
+                        self._check_staged(*pending)
                     pending = None
                 if logs:
                     means = dict(zip(LOGGED, (sums / count).tolist()))
@@ -554,7 +578,7 @@ class Trainer:
                 if saves:
                     self.save("latest.pt")
             if pending is not None:
-                self._check_finite(*pending)
+                self._check_staged(*pending)
         finally:
             if bar is not None:
                 bar.close()

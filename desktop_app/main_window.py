@@ -821,17 +821,21 @@ class MainWindow(QMainWindow):
         self._device = device
         self.settings.device = device
         self.device_actions[device].setChecked(True)
-        if self.model_info is not None or self.model_loading:
-            self._load_model(self._model_path_in_use if not self.model_loading
-                             else self._pending_model_path, remember=False)
+        self._reload_model()
+
+    def _reload_model(self) -> None:
+        """Load the model in use (or the one loading) again with the current device and pass
+        settings; a load the user asked to remember stays remembered."""
+        if self.model_loading:
+            self._load_model(self._pending_model_path, remember=self._save_model_choice)
+        elif self.model_info is not None:
+            self._load_model(self._model_path_in_use, remember=False)
 
     def set_single_pass(self, enabled: bool) -> None:
         """One network pass per hole (or the model's mirrored passes); reloads the model."""
         self.settings.single_pass = enabled
         self.single_pass_action.setChecked(enabled)
-        if self.model_info is not None or self.model_loading:
-            self._load_model(self._model_path_in_use if not self.model_loading
-                             else self._pending_model_path, remember=False)
+        self._reload_model()
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_loading = False

@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 from pathlib import Path
 
 from safetensors import safe_open
@@ -39,18 +40,26 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--like", type=Path, default=SHIPPED, help="file whose settings to keep")
     p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
+    from core.inference import Inpainter
+
     try:
         meta, tensors = read(args.new)
         old_meta, _ = read(args.like)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file: one line, nothing written
-        print(f"error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        extra = json.loads(meta.get("extra", "{}"))
+        kept = {k: v for k, v in json.loads(old_meta.get("extra", "{}")).items()
+                if k not in extra and k != "trained"}
+        extra.update(kept, trained=args.trained)
+        meta["extra"] = json.dumps(extra)
+        data = save(tensors, metadata=meta)
+        # Load the result as the app would before it replaces anything: a file that is not a
+        # model of this project, or a kept setting it rejects, stops here.
+        with tempfile.TemporaryDirectory() as tmp:
+            trial = Path(tmp) / "trial.safetensors"
+            trial.write_bytes(data)
+            Inpainter.from_checkpoint(trial, device="cpu")
+    except Exception as exc:  # noqa: BLE001 - any unusable file: one line, nothing written
+        print(f"error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 2
-    extra = json.loads(meta.get("extra", "{}"))
-    kept = {k: v for k, v in json.loads(old_meta.get("extra", "{}")).items()
-            if k not in extra and k != "trained"}
-    extra.update(kept, trained=args.trained)
-    meta["extra"] = json.dumps(extra)
-    data = save(tensors, metadata=meta)
     atomic_write(args.out, lambda fh: fh.write(data))
     print(f"wrote {args.out}; kept from {args.like.name}: {', '.join(sorted(kept)) or 'nothing'}")
     return 0

@@ -45,3 +45,12 @@ def test_new_weights_keep_the_old_inference_settings(tmp_path, capsys):
                            "--out", str(tmp_path / "none.safetensors")])
     assert code == 2 and not (tmp_path / "none.safetensors").exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    # Readable safetensors that is not a model of this project: refused the same way.
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.zeros(2)}, tmp_path / "other.safetensors")
+    code = _script().main([str(tmp_path / "other.safetensors"), "--trained", "x",
+                           "--like", str(tmp_path / "old.safetensors"),
+                           "--out", str(tmp_path / "none.safetensors")])
+    assert code == 2 and not (tmp_path / "none.safetensors").exists()
+    assert len(capsys.readouterr().err.strip().splitlines()) == 1

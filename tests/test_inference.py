@@ -405,6 +405,10 @@ def test_flip_passes_average_the_mirrored_runs(rng, tmp_path):
     thin = np.zeros_like(hole)
     thin[20:60, 30:40] = True  # radius 5
     assert np.array_equal(one.inpaint(image, thin).raw, three.inpaint(image, thin).raw)
+    # The same decisions when the thickness comes from the max_hole_radius check (not shrunk).
+    three_r = Inpainter(model, device="cpu", precision="fp32", passes=3, max_hole_radius=20)
+    assert np.array_equal(three_r.inpaint(image, hole).raw, b.raw)
+    assert np.array_equal(three_r.inpaint(image, thin).raw, one.inpaint(image, thin).raw)
     # From a model file, overridable by the caller; bad counts are refused.
     path = tmp_path / "m.safetensors"
     save_model_file(path, model, extra={"flip_passes": 3})

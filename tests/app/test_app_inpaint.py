@@ -307,3 +307,21 @@ def test_single_pass_reloads_the_model_and_is_remembered(make_window, qtbot, set
     qtbot.waitUntil(lambda: window.model_info is not None and window.model_info.passes == 3,
                     timeout=10_000)
     assert not settings.single_pass
+
+
+def test_a_remembered_load_stays_remembered_when_a_setting_reloads_it(window, qtbot, settings,
+                                                                      tmp_path):
+    """Load Checkpoint (remembered), then Single Pass before the load has finished: the
+    reload must not forget the user's choice of model."""
+    from core.checkpoint import save_model_file
+    from core.model import PConvUNet
+
+    other = tmp_path / "chosen.safetensors"
+    save_model_file(other, PConvUNet(layers=5, width=8))
+    window.load_checkpoint(other)
+    assert window.model_loading  # the worker has not answered yet: the event loop has not run
+    window.single_pass_action.trigger()
+    qtbot.waitUntil(lambda: not window.model_loading and window.model_info.layers == 5,
+                    timeout=10_000)
+    assert window.model_info.passes == 1
+    assert settings.model_path == str(other)
