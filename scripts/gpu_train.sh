@@ -11,9 +11,9 @@
 # the path in .gpu/init_path, else .gpu/init/model.safetensors, as scripts/gpu_pack.sh left),
 # EXTRA (more core.train arguments for every candidate, e.g. "--finetune"), MASK_REUSE (4:
 # samples per generated mask, see core.data; 4 makes a sample 2.2x cheaper on the CPU), OUT, RUNS.
-# Batch 32 with mask reuse 4 (run 3, one H200, with the trainer's deferred NaN check) trained at
-# 1,003 images/s, waiting for data 1 % of the time; run 2 (batch 16, reuse 1, a GPU sync every
-# step) at 471. Which of the three changes gave how much was not measured apart.
+# Batch 32 with mask reuse 4 (run 3, one H200) trained at 1,003 images/s, waiting for data 1 %
+# of the time; run 2 (batch 16, reuse 1) at 471. Both waited for the GPU once per step (the
+# NaN check); the trainer's staged check that avoids this has not run on a GPU yet.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
