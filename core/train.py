@@ -264,7 +264,6 @@ class Trainer:
             torch.backends.cudnn.allow_tf32 = True
         self.out = Path(cfg.out)
         self.stop_signal: int | None = None
-        self._last_log_time: float | None = None  # when the last log line was written
         self.step = 0
         self.best_psnr = -math.inf
         self.last_good_step = 0
@@ -537,6 +536,7 @@ class Trainer:
         # at once (the check is a collective).
         pending: tuple[torch.Tensor, torch.cuda.Event | None, int] | None = None
         data_wait = 0.0
+        interval_start = start  # of the span the next log line's data_wait covers
         try:
             while self.step < cfg.max_steps:
                 if self._should_stop(start):
@@ -547,29 +547,32 @@ class Trainer:
                 data_wait += time.perf_counter() - fetch
                 values = self.train_step(batch)
                 self.step += 1
-                if pending is not None:
-                    self._check_staged(*pending)
-                pending = (*self._stage(values), self.step)
                 sums += values
                 count += 1
                 logs = self.step % cfg.log_every == 0 or self.step == cfg.max_steps
                 validates = self.ddp.main and cfg.val_every and self.step % cfg.val_every == 0
                 saves = self.ddp.main and cfg.save_every and self.step % cfg.save_every == 0
-                if logs or validates or saves or self.ddp.world > 1:
-                    if self.ddp.world > 1:
-                        self._check_finite(values, self.step)
-                    else:
+                if self.ddp.world > 1:
+                    self._check_finite(values, self.step)
+                else:
+                    if pending is not None:
                         self._check_staged(*pending)
-                    pending = None
+                    pending = (*self._stage(values), self.step)
+                    if logs or validates or saves:
+                        self._check_staged(*pending)
+                        pending = None
                 if logs:
                     means = dict(zip(LOGGED, (sums / count).tolist()))
+                    now = time.time()
                     if self.ddp.main:
-                        self._log_scalars(means, start, start_step, data_wait)
+                        wait_share = data_wait / max(now - interval_start, 1e-9)
+                        self._log_scalars(means, start, start_step, wait_share)
                         if bar is not None:
                             bar.set_postfix(loss=f"{means['total']:.4f}")
                     sums.zero_()
                     count = 0
                     data_wait = 0.0
+                    interval_start = now
                 if bar is not None:
                     bar.update(1)
                 if validates:
@@ -625,15 +628,11 @@ class Trainer:
         return stop
 
     def _log_scalars(self, values: dict[str, float], start: float, start_step: int,
-                     data_wait: float) -> None:
-        """``data_wait``: seconds spent waiting for batches since the last log line; logged as
-        a share of that interval, so a data-bound run shows itself."""
-        now = time.time()
-        elapsed = max(now - start, 1e-9)
+                     wait_share: float) -> None:
+        """``wait_share``: the share of the time since the last log line spent waiting for
+        batches, so a data-bound run shows itself."""
+        elapsed = max(time.time() - start, 1e-9)
         rate = (self.step - start_step) * self.cfg.batch_size * self.ddp.world / elapsed
-        since = self._last_log_time if self._last_log_time is not None else start
-        self._last_log_time = now
-        wait_share = data_wait / max(now - since, 1e-9)
         line = " ".join(f"{k}={v:.4f}" for k, v in values.items())
         self.log_file.write(
             f"step {self.step} {line} images_per_s={rate:.1f} data_wait={wait_share:.2f}\n")

@@ -28,9 +28,11 @@ from core.atomic import atomic_write  # noqa: E402
 SHIPPED = ROOT / "resources" / "model" / "pconv_unet.safetensors"
 
 
-def read(path: Path) -> tuple[dict, dict]:
+def read(path: Path, tensors: bool = True) -> tuple[dict, dict]:
+    """The file's metadata, and its tensors unless ``tensors`` is False (header only)."""
     with safe_open(str(path), "pt") as f:
-        return dict(f.metadata() or {}), {k: f.get_tensor(k) for k in f.keys()}
+        return dict(f.metadata() or {}), ({k: f.get_tensor(k) for k in f.keys()}
+                                           if tensors else {})
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,7 +46,7 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         meta, tensors = read(args.new)
-        old_meta, _ = read(args.like)
+        old_meta, _ = read(args.like, tensors=False)
         extra = json.loads(meta.get("extra", "{}"))
         kept = {k: v for k, v in json.loads(old_meta.get("extra", "{}")).items()
                 if k not in extra and k != "trained"}
