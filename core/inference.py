@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from core.checkpoint import CheckpointError, model_from_checkpoint
 from core.masks import binarize_mask
@@ -203,14 +203,53 @@ def _downscale_holes(hole: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return np.asarray(img.resize(size, Image.Resampling.BOX)) > 0
 
 
+def _erode(hole: np.ndarray) -> np.ndarray:
+    """One 3 x 3 erosion of a bool mask, edge pixels repeated outward (as PIL's MinFilter):
+    separable, so four boolean passes instead of a 9-pixel rank filter (~10x faster)."""
+    rows = hole.copy()
+    rows[:, 1:] &= hole[:, :-1]
+    rows[:, :-1] &= hole[:, 1:]
+    out = rows.copy()
+    out[1:] &= rows[:-1]
+    out[:-1] &= rows[1:]
+    return out
+
+
+def _tight(hole: np.ndarray) -> np.ndarray:
+    """The part of ``hole`` inside its bounding box plus a one-pixel ring: erosions give the
+    same result there as on the whole mask (the ring is known pixels, or the mask's edge)."""
+    rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+    if not len(rows):
+        return hole[:0, :0]
+    return hole[max(0, rows[0] - 1) : rows[-1] + 2, max(0, cols[0] - 1) : cols[-1] + 2]
+
+
 def hole_radius(hole: np.ndarray, limit: int) -> int:
     """Chessboard radius of the thickest hole: 3 x 3 erosions until it vanishes (<= limit)."""
-    img = Image.fromarray(hole.astype(np.uint8) * 255)
+    img = _tight(np.asarray(hole, dtype=bool))
     radius = 0
-    while radius < limit and img.getextrema()[1] > 0:
-        img = img.filter(ImageFilter.MinFilter(3))
+    while radius < limit and img.any():
+        img = _erode(img)
         radius += 1
     return radius
+
+
+def hole_thickness(hole: np.ndarray, limit: int) -> int:
+    """``hole_radius`` of a mask of any size, approximate (within ``limit`` / 32 px or so, and
+    a few pixels above one megapixel), where it is measured on blocks that are wholly hole:
+    a 12-MP mask or a thick hole costs no more than a 1-MP mask with a thin one."""
+    hole = _tight(np.asarray(hole, dtype=bool))
+    block = max(1, math.ceil(math.sqrt(hole.size / 1_000_000)), math.ceil(limit / 32))
+    if block == 1:
+        return hole_radius(hole, limit)
+    # edge pixels repeated up to whole blocks, as the erosions treat the edge
+    hole = np.pad(hole, ((0, -hole.shape[0] % block), (0, -hole.shape[1] % block)), mode="edge")
+    h, w = hole.shape
+    blocks = hole.reshape(h // block, block, w // block, block).all(axis=(1, 3))
+    radius = hole_radius(blocks, math.ceil(limit / block))
+    if radius:
+        return min(limit, radius * block + block // 2)
+    return min(limit, block) if hole.any() else 0  # thinner than a block
 
 
 def _check_smoothing(value: object, source: str) -> tuple[float, float, float] | None:
@@ -227,24 +266,47 @@ def _check_smoothing(value: object, source: str) -> tuple[float, float, float] |
     return near, far, ramp
 
 
-def _gaussian_blur(img: torch.Tensor, sigma: float) -> torch.Tensor:
-    """Separable Gaussian blur of (1, C, H, W), mirrored borders (edge pixels repeated where
-    the image is smaller than the kernel)."""
+def _reflect(index: np.ndarray, size: int, mirror: bool) -> np.ndarray:
+    """Indices outside [0, size) folded back in: mirrored without repeating the edge pixel
+    (torch's 'reflect' padding), or clamped to it (``mirror`` False: 'replicate')."""
+    if not mirror:
+        return np.clip(index, 0, size - 1)
+    period = 2 * (size - 1)
+    index = np.abs(index) % period
+    return np.where(index >= size, period - index, index)
+
+
+def _blur_window(
+    image: np.ndarray, rows: tuple[int, int], cols: tuple[int, int], sigma: float
+) -> torch.Tensor:
+    """Separable Gaussian blur of ``image`` (H, W, 3) over rows x cols only, as (3, h, w)
+    float32: equal to blurring the whole image with mirrored borders (edge pixels repeated
+    where the image is smaller than the kernel) and cutting the window out, at the cost of the
+    window alone."""
     radius = max(1, math.ceil(3.0 * sigma))
     x = torch.arange(-radius, radius + 1, dtype=torch.float32)
     kernel = torch.exp(-(x * x) / (2.0 * sigma * sigma))
-    kernel = (kernel / kernel.sum()).to(img.dtype)
+    kernel = kernel / kernel.sum()
+    mirror = min(image.shape[:2]) > radius
+    ys = _reflect(np.arange(rows[0] - radius, rows[1] + radius), image.shape[0], mirror)
+    xs = _reflect(np.arange(cols[0] - radius, cols[1] + radius), image.shape[1], mirror)
+    img = torch.from_numpy(image[np.ix_(ys, xs)]).permute(2, 0, 1)[None].float()
     channels = img.shape[1]
-    mode = "reflect" if min(img.shape[2:]) > radius else "replicate"
-    img = torch.nn.functional.pad(img, (radius, radius, radius, radius), mode=mode)
     img = torch.nn.functional.conv2d(img, kernel.view(1, 1, 1, -1).repeat(channels, 1, 1, 1),
                                      groups=channels)
-    return torch.nn.functional.conv2d(img, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
-                                      groups=channels)
+    img = torch.nn.functional.conv2d(img, kernel.view(1, 1, -1, 1).repeat(channels, 1, 1, 1),
+                                     groups=channels)
+    return img[0]
+
+
+def _dilate(known: np.ndarray) -> np.ndarray:
+    """One 3 x 3 dilation of a bool mask (pixels outside it count as not set)."""
+    return ~_erode(~known)
 
 
 def _smooth_fill(
-    composite: np.ndarray, hole: np.ndarray, near: float, far: float, ramp: float
+    composite: np.ndarray, hole: np.ndarray, near: float, far: float, ramp: float,
+    keep: int = 0,
 ) -> np.ndarray:
     """The composite blurred with ``near`` sigma at the hole's edge, rising to ``far`` sigma
     ``ramp`` pixels (chessboard distance) from the nearest known pixel.
@@ -253,32 +315,50 @@ def _smooth_fill(
     ones the less its fine detail can be right; on the validation photos this smoothing raised
     PSNR and SSIM in every hole-size bucket (resources/MODEL_CARD.md). Known pixels take part
     in the blur, so the fill meets its surroundings without a seam; only hole pixels are used.
+
+    Computed over the holes' bounding box grown by ``keep`` pixels only (a thin stroke across
+    a crop costs its own area, not the crop's): pixels there are as if the whole image had been
+    smoothed; pixels further out are returned unchanged.
     """
-    img = torch.from_numpy(np.ascontiguousarray(composite)).permute(2, 0, 1)[None].float()
+    out = np.array(composite, copy=True)
+    ys, xs = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+    if not len(ys):
+        return out
+    h, w = hole.shape
+    rows = (max(0, int(ys[0]) - keep), min(h, int(ys[-1]) + 1 + keep))
+    cols = (max(0, int(xs[0]) - keep), min(w, int(xs[-1]) + 1 + keep))
     with torch.inference_mode():
-        blurred_near = _gaussian_blur(img, near)
-        blurred_far = _gaussian_blur(img, far) if far > near else blurred_near
+        blurred_near = _blur_window(composite, rows, cols, near)
+        blurred_far = _blur_window(composite, rows, cols, far) if far > near else blurred_near
         # Chessboard distance to the nearest known pixel, capped at the ramp: grow the known
-        # region one 3 x 3 step at a time.
-        known = torch.from_numpy(~hole).float()[None, None]
-        distance = torch.zeros_like(known)
+        # region one 3 x 3 step at a time (over a frame wide enough for the cap).
         steps = math.ceil(ramp)
+        frame = (max(0, rows[0] - steps), min(h, rows[1] + steps),
+                 max(0, cols[0] - steps), min(w, cols[1] + steps))
+        known = ~hole[frame[0] : frame[1], frame[2] : frame[3]]
+        distance = np.zeros(known.shape, np.float32)
         for _ in range(steps):
-            distance += 1.0 - known
-            if bool(known.all()):
+            distance += ~known
+            if known.all():
                 break
-            known = torch.nn.functional.max_pool2d(known, 3, stride=1, padding=1)
-        weight = (distance / ramp).clamp_(max=1.0)
-        out = blurred_near + weight * (blurred_far - blurred_near)
-        out = out.round_().clamp_(0, 255).to(torch.uint8)
-    return out[0].permute(1, 2, 0).numpy()
+            known = _dilate(known)
+        distance = distance[rows[0] - frame[0] : rows[1] - frame[0],
+                            cols[0] - frame[2] : cols[1] - frame[2]]
+        weight = torch.from_numpy(distance / np.float32(ramp)).clamp_(max=1.0)
+        smoothed = blurred_near + weight * (blurred_far - blurred_near)
+        smoothed = smoothed.round_().clamp_(0, 255).to(torch.uint8)
+    out[rows[0] : rows[1], cols[0] : cols[1]] = smoothed.permute(1, 2, 0).numpy()
+    return out
 
 
 MAX_PASSES = 3  # as is, mirrored left-right, mirrored top-bottom
 # Extra passes only where a hole is this thick (chessboard radius, px) at the scale the network
 # runs: on 144 of the val pairs a single pass differed from the median of three by more than
 # 60 levels on over 0.1 % of the hole in 18 of 115 crops with radius 18+, and in none of 29
-# thinner ones (resources/MODEL_CARD.md); thin strokes are spared the extra time.
+# thinner ones (resources/MODEL_CARD.md); thin strokes are spared the extra time. On a GPU
+# every crop gets them: there they cost milliseconds, and on thin brush strokes in the large
+# validation photos they still gained 0.14 dB (docs/evaluation/large_photos/) for 3.3x the time
+# on a CPU.
 PASSES_MIN_RADIUS = 16
 
 
@@ -438,14 +518,8 @@ class Inpainter:
         composite: np.ndarray,
         notices: list[str],
     ) -> None:
-        h, w = hole.shape
         top, left, bottom, right = box
-        span = max(bottom - top, right - left)
-        margin = max(context, span // 2)
-        # The hole plus its context (see _crop_side): a small hole needs no full working-size
-        # pass around it.
-        t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
-        lft, rgt = _expand(left, right, self._crop_side(right - left + 2 * margin), w)
+        t, b, lft, rgt = self._crop_window(hole, box, context)
         crop_rgb = rgb[t:b, lft:rgt]
         crop_hole = hole[t:b, lft:rgt]
         ch, cw = crop_hole.shape
@@ -464,7 +538,7 @@ class Inpainter:
                     small_hole = _downscale_holes(crop_hole, size)
                     radius = None
         passes = self.passes
-        if passes > 1:
+        if passes > 1 and self.device.type == "cpu":
             # Extra passes only for thick holes (PASSES_MIN_RADIUS); reuse the radius above
             # when it is still the network's (measuring costs ~45 ms per 512 px crop).
             capped = radius is not None and radius >= 8 * self.max_hole_radius
@@ -490,8 +564,9 @@ class Inpainter:
             scale = size[0] / cw
             near, far, ramp = (v * scale for v in self.fill_smoothing)
             if far >= 0.25:
+                # keep: the upscaling below reads 3 px around each hole pixel (LANCZOS)
                 small = _smooth_fill(np.where(small_hole[..., None], small_out, small_rgb),
-                                     small_hole, max(near, 0.25), far, max(ramp, 1.0))
+                                     small_hole, max(near, 0.25), far, max(ramp, 1.0), keep=4)
                 smoothed = _resize_rgb(small, (cw, ch))
         # Paste only this cluster's holes: another cluster inside the crop is filled from its
         # own, better-centred crop.
@@ -502,6 +577,32 @@ class Inpainter:
         paste = (crop_hole & own)[..., None]
         np.copyto(raw[t:b, lft:rgt], out, where=paste)
         np.copyto(composite[t:b, lft:rgt], out if smoothed is None else smoothed, where=paste)
+
+    def _crop_window(
+        self, hole: np.ndarray, box: tuple[int, int, int, int], context: int
+    ) -> tuple[int, int, int, int]:
+        """(top, bottom, left, right) of the crop run for the cluster in ``box``: the holes plus
+        context on every side, as much as the thickest hole is thick twice over (``context``
+        at least; half the cluster's extent at most, which is all a compact hole gets).
+
+        Why thickness and not extent: the network fills a hole from a band around it about as
+        wide as the hole is thick, whatever its length. Sized by its extent, a long brush
+        stroke got a crop that was mostly context, shrunk 3-4x to the working size: a blurred
+        fill, and twice the network work (docs/performance.md, "Fifth session")."""
+        h, w = hole.shape
+        top, left, bottom, right = box
+        span = max(bottom - top, right - left)
+        margin = context
+        if span // 2 > context:
+            # with a ring of the known pixels around (a box wholly hole would never erode)
+            ring = hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
+            thickness = hole_thickness(ring, limit=span // 4 + 1)
+            margin = max(context, min(span // 2, 2 * thickness))
+        # The hole plus its context (see _crop_side): a small hole needs no full working-size
+        # pass around it.
+        t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
+        lft, rgt = _expand(left, right, self._crop_side(right - left + 2 * margin), w)
+        return t, b, lft, rgt
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str],
              passes: int = 1) -> np.ndarray:

@@ -257,7 +257,57 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
     thin = np.zeros((512, 512), bool)
     thin[100:110, 50:450] = True  # radius 5: native resolution (hole plus context, unscaled)
     inp.inpaint(image, thin)
-    assert calls == [(416, 512, 3)]  # 410 rows of hole and context, rounded up to 16
+    # 10 rows of hole and 64 of context either side (the stroke is thin, however long), raised
+    # to the smallest crop (3/4 of the working size)
+    assert calls == [(384, 512, 3)]
+
+
+def test_context_follows_the_holes_thickness_not_their_extent(rng):
+    """A long thin stroke gets a band of context as wide as it is thick (small, sharp crop);
+    a compact hole of the same extent still gets half its extent on every side."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=512)
+    calls = []
+    original = inp._run
+    inp._run = lambda rgb, h, n, *p: calls.append(rgb.shape[:2]) or original(rgb, h, n, *p)
+    image = rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    stroke = np.zeros((1200, 1200), bool)
+    stroke[600:612, 100:1100] = True  # 1000 px long, 12 thick
+    inp.inpaint(image, stroke)
+    # crop 384 x 1128 (stroke + 64 px each side, at least 384), shrunk to 512 wide; sized by
+    # its extent it was 1012 x 1200, shrunk to 432 x 512, the stroke a third as sharp
+    assert calls == [(174, 512)]
+    calls.clear()
+    disc = np.zeros((1200, 1200), bool)
+    yy, xx = np.ogrid[:1200, :1200]
+    disc[(yy - 600) ** 2 + (xx - 600) ** 2 < 200**2] = True  # extent 400: 200 px of context
+    inp.inpaint(image, disc)
+    assert calls == [(512, 512)]  # 798 x 798, shrunk to the working size
+
+
+def test_hole_radius_matches_repeated_3x3_min_filters(rng):
+    """The separable erosion gives PIL MinFilter(3)'s answer (edge pixels repeated)."""
+    from PIL import ImageFilter
+
+    from core.inference import hole_radius, hole_thickness
+
+    def reference(hole: np.ndarray, limit: int) -> int:
+        img, radius = Image.fromarray(hole.astype(np.uint8) * 255), 0
+        while radius < limit and img.getextrema()[1] > 0:
+            img, radius = img.filter(ImageFilter.MinFilter(3)), radius + 1
+        return radius
+
+    for _ in range(60):
+        h, w = rng.integers(1, 50, 2)
+        hole = rng.random((h, w)) < rng.uniform(0.5, 1.0)
+        hole[rng.integers(0, h) :, rng.integers(0, w) :] = True  # blocks touching the edges
+        for limit in (2, 30, 100):
+            assert hole_radius(hole, limit) == reference(hole, limit)
+            if limit <= 32:  # under a megapixel and a limit of 32: measured exactly
+                assert hole_thickness(hole, limit) == reference(hole, limit)
+    big = np.zeros((1500, 1500), bool)
+    big[300:1200, 200:1300] = True  # radius 450, measured on blocks: approximate
+    assert abs(hole_thickness(big, 1000) - 450) <= 1000 / 32 + 2
+    assert hole_thickness(big, 100) == 100
 
 
 def test_downscaled_crop_ignores_hole_values(rng):
@@ -362,6 +412,14 @@ def test_fill_smoothing_touches_only_the_composite_inside_holes(rng):
     out = _smooth_fill(noisy, hole, 1.0, 3.0, 8).astype(float)
     centre, rim = out[32:64, 32:64], out[20:22, 30:66]
     assert centre.std() < 0.5 * rim.std() < 0.5 * noisy.astype(float).std()
+    # Computed over the holes' box only, yet as if over the whole image
+    whole = _smooth_fill(noisy, hole, 1.0, 3.0, 8, keep=10**6)
+    assert np.array_equal(out[hole], whole[hole])
+    edge = np.zeros((96, 96), bool)
+    edge[0:5, 90:96] = True  # at the image's corner: mirrored borders, as over the whole image
+    assert np.array_equal(_smooth_fill(noisy, edge, 1.2, 4.0, 12, keep=4)[0:9, 86:],
+                          _smooth_fill(noisy, edge, 1.2, 4.0, 12, keep=10**6)[0:9, 86:])
+    assert np.array_equal(_smooth_fill(noisy, edge, 1.2, 4.0, 12)[~edge], noisy[~edge])
     flat = np.full((40, 40, 3), 77, np.uint8)  # a flat image stays flat (weights sum to 1)
     assert np.array_equal(_smooth_fill(flat, hole[:40, :40], 1.2, 4.0, 12), flat)
     with pytest.raises(ValueError, match="fill_smoothing"):
@@ -418,6 +476,21 @@ def test_flip_passes_average_the_mirrored_runs(rng, tmp_path):
         Inpainter(model, device="cpu", passes=4)
 
 
+def test_on_a_gpu_thin_holes_get_the_passes_too(rng, monkeypatch):
+    """The thickness rule saves CPU time only: on a GPU the passes cost milliseconds."""
+    image = rng.integers(0, 256, (96, 112, 3), dtype=np.uint8)
+    thin = np.zeros((96, 112), bool)
+    thin[20:60, 30:40] = True  # radius 5
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", precision="fp32", passes=3)
+    asked = []
+    inp._run = lambda rgb, h, n, passes=1: asked.append(passes) or rgb  # no network here
+    inp.inpaint(image, thin)
+    inp.device = torch.device("cuda")  # the decision only; nothing runs on a device
+    monkeypatch.setattr("core.inference.describe_device", lambda device: "CUDA: (none)")
+    inp.inpaint(image, thin)
+    assert asked == [1, 3]
+
+
 def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
     """A big hole's crop is filled at a coarser scale; its smoothing runs there too (with
     sigmas scaled to match), not over the full-resolution crop."""
@@ -426,8 +499,8 @@ def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
     seen = []
     original = core.inference._smooth_fill
     monkeypatch.setattr(core.inference, "_smooth_fill",
-                        lambda comp, hole, *a: seen.append((comp.shape, a)) or original(
-                            comp, hole, *a))
+                        lambda comp, hole, *a, **k: seen.append((comp.shape, a)) or original(
+                            comp, hole, *a, **k))
     inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
                     fill_smoothing=(1.2, 4.0, 12))
     image = rng.integers(0, 256, (1024, 1024, 3), dtype=np.uint8)
