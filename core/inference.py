@@ -249,7 +249,7 @@ def hole_thickness(hole: np.ndarray, limit: int) -> int:
     radius = hole_radius(blocks, math.ceil(limit / block))
     if radius:
         return min(limit, radius * block + block // 2)
-    return min(limit, block) if hole.any() else 0  # thinner than a block
+    return min(limit, max(1, block // 2)) if hole.any() else 0  # thinner than a block
 
 
 def _check_smoothing(value: object, source: str) -> tuple[float, float, float] | None:
@@ -269,7 +269,7 @@ def _check_smoothing(value: object, source: str) -> tuple[float, float, float] |
 def _reflect(index: np.ndarray, size: int, mirror: bool) -> np.ndarray:
     """Indices outside [0, size) folded back in: mirrored without repeating the edge pixel
     (torch's 'reflect' padding), or clamped to it (``mirror`` False: 'replicate')."""
-    if not mirror:
+    if not mirror or size == 1:
         return np.clip(index, 0, size - 1)
     period = 2 * (size - 1)
     index = np.abs(index) % period
@@ -388,6 +388,10 @@ def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int
 
 class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
+
+    # Context on each side of a cluster, in multiples of its thickest hole's radius (see
+    # _crop_window; docs/evaluation/large_photos/ compares settings).
+    context_per_thickness = 2
 
     def __init__(
         self,
@@ -582,13 +586,15 @@ class Inpainter:
         self, hole: np.ndarray, box: tuple[int, int, int, int], context: int
     ) -> tuple[int, int, int, int]:
         """(top, bottom, left, right) of the crop run for the cluster in ``box``: the holes plus
-        context on every side, as much as the thickest hole is thick twice over (``context``
-        at least; half the cluster's extent at most, which is all a compact hole gets).
+        context on every side, ``context_per_thickness`` times the thickest hole's radius
+        (``context`` at least; half the cluster's extent at most, which is all a compact hole
+        gets).
 
         Why thickness and not extent: the network fills a hole from a band around it about as
         wide as the hole is thick, whatever its length. Sized by its extent, a long brush
         stroke got a crop that was mostly context, shrunk 3-4x to the working size: a blurred
-        fill, and twice the network work (docs/performance.md, "Fifth session")."""
+        fill (0.2-0.9 dB lower on the large validation photos, docs/evaluation/large_photos/)
+        and more network work."""
         h, w = hole.shape
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
@@ -596,8 +602,9 @@ class Inpainter:
         if span // 2 > context:
             # with a ring of the known pixels around (a box wholly hole would never erode)
             ring = hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
-            thickness = hole_thickness(ring, limit=span // 4 + 1)
-            margin = max(context, min(span // 2, 2 * thickness))
+            per = max(1, int(self.context_per_thickness))
+            thickness = hole_thickness(ring, limit=span // (2 * per) + 1)
+            margin = max(context, min(span // 2, per * thickness))
         # The hole plus its context (see _crop_side): a small hole needs no full working-size
         # pass around it.
         t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
@@ -623,15 +630,18 @@ class Inpainter:
             torch.cuda.empty_cache()
             notices.append(f"{self.device_name} ran out of memory; this run used the CPU")
             self.to("cpu")
+            if passes > 1 and hole_radius(hole, PASSES_MIN_RADIUS) < PASSES_MIN_RADIUS:
+                passes = 1  # what the CPU rule gives this crop (see _fill_box)
             out = self._forward(image_t, valid_t, passes)
         out = out[pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
         return np.ascontiguousarray(out)
 
     def _forward(self, image_t: torch.Tensor, valid_t: torch.Tensor, passes: int = 1
                  ) -> np.ndarray:
-        """One network run; with ``passes`` > 1 (``_fill_box`` asks for them for holes at least
-        PASSES_MIN_RADIUS thick) the mean of the photo as it is, mirrored left to right and (3)
-        top to bottom, each output mirrored back; with 3 passes the median.
+        """One network run; with ``passes`` > 1 (``_fill_box`` asks for them on a GPU, and on a
+        CPU for holes at least PASSES_MIN_RADIUS thick) the mean of the photo as it is,
+        mirrored left to right and (3) top to bottom, each output mirrored back; with 3 passes
+        the median.
 
         Why: the exact partial convolution closes a wide hole from its rim inwards on a
         stride-2 grid, and where a deep layer's window holds only a pixel or two of valid

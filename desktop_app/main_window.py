@@ -868,8 +868,9 @@ class MainWindow(QMainWindow):
             self.model_label.setText(f"Model: {Path(info.source).name}")
             self.model_label.setToolTip(
                 f"{info.source}\n{info.layers} levels, width {info.width}, "
-                f"working size {info.work_size} px, {info.passes} pass"
-                f"{'es' if info.passes > 1 else ''} per hole")
+                f"working size {info.work_size} px, "
+                + (f"{info.passes} mirrored passes per hole (on a CPU thick holes only)"
+                   if info.passes > 1 else "1 pass per hole"))
         self.device_label.setText(f"Device: {info.device_name}" if info else "Device: -")
         cuda = info is not None and info.cuda_available
         self.device_actions["cuda"].setEnabled(cuda or self._device == "cuda")

@@ -295,7 +295,7 @@ def test_single_pass_reloads_the_model_and_is_remembered(make_window, qtbot, set
     window = make_window(checkpoint=path, photo=photo_file)
     qtbot.waitUntil(lambda: window.model_info is not None, timeout=10_000)
     assert window.model_info.passes == 3
-    assert "3 passes per hole" in window.model_label.toolTip()
+    assert "3 mirrored passes per hole" in window.model_label.toolTip()
     window.single_pass_action.trigger()
     qtbot.waitUntil(lambda: window.model_info is not None and window.model_info.passes == 1,
                     timeout=10_000)

@@ -12,7 +12,8 @@ of a large photo are what is measured. Holes are ``bench/app_latency.py``'s 2 % 
 the photo, bit-exact), and the ``inpaint()`` time on one CPU thread. OpenCV Telea (radius 5) on
 the same pairs for reference.
 
-Variants: ``thick`` is the crop rule of core.inference (context from the holes' thickness);
+Variants: ``thick`` is the crop rule of core.inference (context from the holes' thickness;
+``thickN``: N times the thickness instead of ``Inpainter.context_per_thickness``);
 ``span`` the rule before it (context half the cluster's extent); suffix ``-p1`` for one network
 pass instead of the model's, ``-pall`` for the model's passes on every crop (not only where the
 holes are thick).
@@ -93,6 +94,9 @@ def main() -> None:
                 for variant in variants:
                     rule, *opts = variant.split("-")
                     base.__class__ = SpanRule if rule == "span" else Inpainter
+                    # thickN: N times the thickness as context (thick: the default)
+                    base.context_per_thickness = int(rule[5:] or Inpainter.context_per_thickness
+                                                     ) if rule.startswith("thick") else 0
                     base.passes = 1 if "p1" in opts else 3
                     # pall: the mirrored passes for every crop, however thin its holes
                     inference.PASSES_MIN_RADIUS = 0 if "pall" in opts else passes_min_radius
