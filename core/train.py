@@ -695,10 +695,13 @@ def max_hole_radius(image_size: int) -> int:
     """Thickest hole (chessboard radius) inference should feed a model trained at this size.
 
     Generated training holes at 256 px have radii of about 5-28 px (median 6 in the smallest
-    bucket, 24 in the largest); on the val photos at 512 px, 20 (at 256) gave the best PSNR of
-    12, 16, 20-24 and no limit. See core.inference.Inpainter.
+    bucket, 24 in the largest). On the val photos at 512 px, version 1 (one pass) scored best at
+    16-24 (of 12, 16, 20, 24 and no limit), version 2 at 20 (of 12, 16, 20); version 3 with its
+    mirrored passes at 32 (of 20, 24, 28, 32, 40 and no limit; resources/MODEL_CARD.md): the
+    passes remove the spots that made thick holes better run shrunk. See
+    core.inference.Inpainter.
     """
-    return max(4, round(image_size * 20 / 256))
+    return max(4, round(image_size * 32 / 256))
 
 
 def _to_uint8(t: torch.Tensor) -> np.ndarray:

@@ -1,12 +1,13 @@
 """Make a freshly trained export the shipped model, keeping the shipped file's inference
-settings (the trainer's export knows only work_size and max_hole_radius).
+settings (the trainer's export knows only work_size and max_hole_radius); or re-tune a setting.
 
     python scripts/adopt_model.py runs/gpuN/pixel/model.safetensors --trained "version N: ..."
+    python scripts/adopt_model.py resources/model/pconv_unet.safetensors --set max_hole_radius=32
 
 Copies ``fill_smoothing`` and ``flip_passes`` (and anything else the trainer does not write)
 from resources/model/pconv_unet.safetensors into the new file's metadata, sets ``trained``,
 and replaces the shipped file atomically. Re-run the evaluation afterwards: the settings were
-chosen for the old weights.
+chosen for the old weights. ``--set KEY=VALUE`` (VALUE in JSON) sets an inference setting last.
 """
 
 from __future__ import annotations
@@ -38,7 +39,10 @@ def read(path: Path, tensors: bool = True) -> tuple[dict, dict]:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("new", type=Path, help="model file exported by core.train --export")
-    p.add_argument("--trained", required=True, help="how it was trained (kept in the file)")
+    p.add_argument("--trained", help="how it was trained (kept in the file); needed unless the "
+                   "file has a note already")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="an inference setting, VALUE in JSON (e.g. max_hole_radius=32)")
     p.add_argument("--like", type=Path, default=SHIPPED, help="file whose settings to keep")
     p.add_argument("--out", type=Path, default=SHIPPED)
     args = p.parse_args(argv)
@@ -50,7 +54,19 @@ def main(argv: list[str] | None = None) -> int:
         extra = json.loads(meta.get("extra", "{}"))
         kept = {k: v for k, v in json.loads(old_meta.get("extra", "{}")).items()
                 if k not in extra and k != "trained"}
-        extra.update(kept, trained=args.trained)
+        extra.update(kept)
+        if args.trained:
+            extra["trained"] = args.trained
+        elif "trained" not in extra:
+            raise ValueError(f"{args.new} has no note of how it was trained: pass --trained")
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            try:
+                extra[key.strip()] = json.loads(value)
+            except json.JSONDecodeError:
+                sep = ""
+            if not sep or not key.strip():
+                raise ValueError(f"--set {item!r}: use KEY=VALUE with VALUE in JSON")
         meta["extra"] = json.dumps(extra)
         data = save(tensors, metadata=meta)
         # Load the result as the app would before it replaces anything: a file that is not a
@@ -63,7 +79,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {(str(exc).splitlines() or [type(exc).__name__])[0]}", file=sys.stderr)
         return 2
     atomic_write(args.out, lambda fh: fh.write(data))
-    print(f"wrote {args.out}; kept from {args.like.name}: {', '.join(sorted(kept)) or 'nothing'}")
+    changed = f"; set {', '.join(args.set)}" if args.set else ""
+    print(f"wrote {args.out}; kept from {args.like.name}: {', '.join(sorted(kept)) or 'nothing'}"
+          f"{changed}")
     return 0
 
 

@@ -54,3 +54,32 @@ def test_new_weights_keep_the_old_inference_settings(tmp_path, capsys):
                            "--out", str(tmp_path / "none.safetensors")])
     assert code == 2 and not (tmp_path / "none.safetensors").exists()
     assert len(capsys.readouterr().err.strip().splitlines()) == 1
+
+
+def test_a_setting_is_re_tuned_in_place(tmp_path, capsys):
+    """--set changes one inference setting of a file and keeps its weights and note; a value the
+    app would refuse, or a fresh export without a note, is one line and nothing written."""
+    torch.manual_seed(0)
+    model = PConvUNet(layers=4, width=8)
+    path = tmp_path / "shipped.safetensors"
+    save_model_file(path, model, extra={"work_size": 256, "max_hole_radius": 20,
+                                        "flip_passes": 3, "trained": "run 3"})
+    code = _script().main([str(path), "--like", str(path), "--out", str(path),
+                           "--set", "max_hole_radius=32"])
+    assert code == 0 and "set max_hole_radius=32" in capsys.readouterr().out
+    inp = Inpainter.from_checkpoint(path, device="cpu")
+    assert inp.max_hole_radius == 32 and inp.passes == 3 and inp.work_size == 256
+    from core.checkpoint import model_from_checkpoint
+
+    assert model_from_checkpoint(path)[1]["trained"] == "run 3"
+    before = path.read_bytes()
+    for bad in ("max_hole_radius=-3", "max_hole_radius", "=4", "flip_passes=[1"):
+        code = _script().main([str(path), "--like", str(path), "--out", str(path),
+                               "--set", bad])
+        assert code == 2 and path.read_bytes() == before, bad
+        assert len(capsys.readouterr().err.strip().splitlines()) == 1
+    fresh = tmp_path / "fresh.safetensors"
+    save_model_file(fresh, model, extra={"work_size": 128})
+    code = _script().main([str(fresh), "--like", str(path), "--out", str(tmp_path / "x.st")])
+    assert code == 2 and not (tmp_path / "x.st").exists()
+    assert "--trained" in capsys.readouterr().err

@@ -491,6 +491,23 @@ def test_on_a_gpu_thin_holes_get_the_passes_too(rng, monkeypatch):
     assert asked == [1, 3]
 
 
+def test_a_gpu_out_of_memory_falls_back_to_the_cpus_pass_rule(fake_cuda_oom, rng,
+                                                              monkeypatch):
+    """A thin hole the GPU would run three times is run once when it falls back to the CPU."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", precision="fp32", passes=3)
+    calls = fake_cuda_oom(inp)
+    asked = []
+    fake_forward = Inpainter._forward
+    monkeypatch.setattr(Inpainter, "_forward", lambda self, x, v, passes=1: asked.append(
+        passes) or fake_forward(self, x, v, passes))
+    image = rng.integers(0, 256, (96, 112, 3), dtype=np.uint8)
+    thin = np.zeros((96, 112), bool)
+    thin[20:60, 30:40] = True  # radius 5
+    result = inp.inpaint(image, thin)
+    assert calls == ["cuda", "cpu"] and asked == [3, 1]
+    assert np.array_equal(result.composite[~thin], image[~thin])
+
+
 def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
     """A big hole's crop is filled at a coarser scale; its smoothing runs there too (with
     sigmas scaled to match), not over the full-resolution crop."""
