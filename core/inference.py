@@ -355,11 +355,13 @@ MAX_PASSES = 3  # as is, mirrored left-right, mirrored top-bottom
 # Extra passes only where a hole is this thick (chessboard radius, px) at the scale the network
 # runs: on 144 of the val pairs a single pass differed from the median of three by more than
 # 60 levels on over 0.1 % of the hole in 18 of 115 crops with radius 18+, and in none of 29
-# thinner ones (resources/MODEL_CARD.md); thin strokes are spared the extra time. On a GPU
-# every crop gets them: there they cost milliseconds, and on thin brush strokes in the large
-# validation photos they still gained 0.14 dB (docs/evaluation/large_photos/) for 3.3x the time
-# on a CPU.
-PASSES_MIN_RADIUS = 16
+# thinner ones (resources/MODEL_CARD.md); thin strokes are spared the extra time. (It was 16, a
+# margin below that; with context sized to the holes' thickness, brush strokes in large photos
+# run sharper and their crossings reach 16-17, which tripled a compact 12-MP hole's CPU time.)
+# On a GPU every crop gets them: there they cost milliseconds, and on thin brush strokes in the
+# large validation photos they still gained 0.14 dB (docs/evaluation/large_photos/) for 3x the
+# time on a CPU.
+PASSES_MIN_RADIUS = 18
 
 
 def check_passes(value: object, source: str) -> int:
