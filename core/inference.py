@@ -132,6 +132,14 @@ def as_hole_mask(hole_mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
     return binarize_mask(arr)
 
 
+def _hole_box(hole: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(top, left, bottom, right) of the True pixels, bottom/right exclusive; None if none."""
+    rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
+    if not len(rows):
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
 def hole_clusters(hole_mask: np.ndarray, context: int) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (top, left, bottom, right) of groups of holes closer than ``context``."""
     h, w = hole_mask.shape
@@ -167,12 +175,8 @@ def hole_clusters(hole_mask: np.ndarray, context: int) -> list[tuple[int, int, i
         mx = [m[1] for m in members]
         top, left = min(my) * _GRID, min(mx) * _GRID
         bottom, right = min(h, (max(my) + 1) * _GRID), min(w, (max(mx) + 1) * _GRID)
-        sub = hole_mask[top:bottom, left:right]
-        rows, cols = np.nonzero(sub.any(axis=1))[0], np.nonzero(sub.any(axis=0))[0]
-        boxes.append(
-            (top + int(rows[0]), left + int(cols[0]), top + int(rows[-1]) + 1,
-             left + int(cols[-1]) + 1)
-        )
+        t, lft, b, rgt = _hole_box(hole_mask[top:bottom, left:right])  # type: ignore[misc]
+        boxes.append((top + t, left + lft, top + b, left + rgt))
     return boxes
 
 
@@ -218,10 +222,11 @@ def _erode(hole: np.ndarray) -> np.ndarray:
 def _tight(hole: np.ndarray) -> np.ndarray:
     """The part of ``hole`` inside its bounding box plus a one-pixel ring: erosions give the
     same result there as on the whole mask (the ring is known pixels, or the mask's edge)."""
-    rows, cols = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
-    if not len(rows):
+    box = _hole_box(hole)
+    if box is None:
         return hole[:0, :0]
-    return hole[max(0, rows[0] - 1) : rows[-1] + 2, max(0, cols[0] - 1) : cols[-1] + 2]
+    top, left, bottom, right = box
+    return hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
 
 
 def hole_radius(hole: np.ndarray, limit: int) -> int:
@@ -321,12 +326,12 @@ def _smooth_fill(
     smoothed; pixels further out are returned unchanged.
     """
     out = np.array(composite, copy=True)
-    ys, xs = np.nonzero(hole.any(axis=1))[0], np.nonzero(hole.any(axis=0))[0]
-    if not len(ys):
+    box = _hole_box(hole)
+    if box is None:
         return out
     h, w = hole.shape
-    rows = (max(0, int(ys[0]) - keep), min(h, int(ys[-1]) + 1 + keep))
-    cols = (max(0, int(xs[0]) - keep), min(w, int(xs[-1]) + 1 + keep))
+    rows = (max(0, box[0] - keep), min(h, box[2] + keep))
+    cols = (max(0, box[1] - keep), min(w, box[3] + keep))
     with torch.inference_mode():
         blurred_near = _blur_window(composite, rows, cols, near)
         blurred_far = _blur_window(composite, rows, cols, far) if far > near else blurred_near
@@ -543,15 +548,11 @@ class Inpainter:
                     size = (max(1, round(size[0] * shrink)), max(1, round(size[1] * shrink)))
                     small_hole = _downscale_holes(crop_hole, size)
                     radius = None
-        passes = self.passes
-        if passes > 1 and self.device.type == "cpu":
-            # Extra passes only for thick holes (PASSES_MIN_RADIUS); reuse the radius above
-            # when it is still the network's (measuring costs ~45 ms per 512 px crop).
-            capped = radius is not None and radius >= 8 * self.max_hole_radius
-            if radius is None or (capped and radius < PASSES_MIN_RADIUS):
-                radius = hole_radius(small_hole, limit=PASSES_MIN_RADIUS)
-            if radius < PASSES_MIN_RADIUS:
-                passes = 1
+        # Reuse the radius above when it is still the network's (measuring costs ~45 ms per
+        # 512 px crop), unless it stopped at its cap below the threshold: then it is unknown.
+        if radius is not None and 8 * self.max_hole_radius <= radius < PASSES_MIN_RADIUS:
+            radius = None
+        passes = self._passes_for(small_hole, radius)
         # BOX: the same footprint as _downscale_holes, so no pixel marked known carries any
         # colour from inside the hole (a wider filter such as LANCZOS would leak it).
         small_rgb = _resize_rgb(crop_rgb, size, Image.Resampling.BOX)
@@ -583,6 +584,16 @@ class Inpainter:
         paste = (crop_hole & own)[..., None]
         np.copyto(raw[t:b, lft:rgt], out, where=paste)
         np.copyto(composite[t:b, lft:rgt], out if smoothed is None else smoothed, where=paste)
+
+    def _passes_for(self, hole: np.ndarray, radius: int | None = None) -> int:
+        """Network passes for a crop whose holes (at the network's scale) are ``hole``: the
+        model's on a GPU; on a CPU only where the thickest hole is at least
+        PASSES_MIN_RADIUS (``radius``, when already measured), else one."""
+        if self.passes == 1 or self.device.type != "cpu":
+            return self.passes
+        if radius is None:
+            radius = hole_radius(hole, limit=PASSES_MIN_RADIUS)
+        return self.passes if radius >= PASSES_MIN_RADIUS else 1
 
     def _crop_window(
         self, hole: np.ndarray, box: tuple[int, int, int, int], context: int
@@ -632,8 +643,7 @@ class Inpainter:
             torch.cuda.empty_cache()
             notices.append(f"{self.device_name} ran out of memory; this run used the CPU")
             self.to("cpu")
-            if passes > 1 and hole_radius(hole, PASSES_MIN_RADIUS) < PASSES_MIN_RADIUS:
-                passes = 1  # what the CPU rule gives this crop (see _fill_box)
+            passes = min(passes, self._passes_for(hole))  # the CPU's rule for this crop
             out = self._forward(image_t, valid_t, passes)
         out = out[pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
         return np.ascontiguousarray(out)
