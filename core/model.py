@@ -5,6 +5,12 @@ binary masks is computed first (one-channel, float32, no gradient) and the featu
 runs without any mask convolutions. Every mask in the network is kept as one channel per
 concatenated group, and a decoder layer's window sums use the group widths as weights, which
 equals the multi-channel definition exactly.
+
+In eval mode a decoder layer never builds its 2x nearest-upsampled input: a 3 x 3 convolution
+of a nearest-upsampled map equals four 2 x 2 convolutions of the low-resolution map, one per
+output phase (``phase_kernels``). That is 16 instead of 36 multiply-adds per low-resolution
+pixel for the upsampled half of the decoder's input channels, about half of the network's
+arithmetic, and no upsample or concatenation (``bench/speed.py``; docs/performance.md).
 """
 
 from __future__ import annotations
@@ -41,6 +47,24 @@ class PConvUNetConfig:
         if unknown:
             raise ValueError(f"unknown model settings: {', '.join(unknown)}")
         return cls(**known)
+
+
+def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
+    """(O, I, 3, 3) kernel -> (4 * O, I, 2, 2): the kernels that, run with padding 1 on a map,
+    give the four output phases of the 3 x 3 convolution (padding 1) of that map upsampled 2x
+    by nearest neighbour; phase (a, b) (output row parity a, column parity b) is block
+    2a + b, and its value at (2i + a, 2j + b) is the block's output at (i + a, j + b).
+
+    Why: the upsampled rows 2i + a - 1, 2i + a, 2i + a + 1 are low-resolution rows
+    (i - 1, i, i) for a = 0 and (i, i, i + 1) for a = 1, so the taps that read the same row
+    add up: (w0, w1 + w2) and (w0 + w1, w2). Likewise for columns."""
+    rows = (torch.stack([weight[:, :, 0], weight[:, :, 1] + weight[:, :, 2]], 2),
+            torch.stack([weight[:, :, 0] + weight[:, :, 1], weight[:, :, 2]], 2))
+    blocks = []
+    for r in rows:
+        blocks.append(torch.stack([r[..., 0], r[..., 1] + r[..., 2]], -1))
+        blocks.append(torch.stack([r[..., 0] + r[..., 1], r[..., 2]], -1))
+    return torch.cat(blocks, 0)
 
 
 class PConvUNet(nn.Module):
@@ -80,6 +104,11 @@ class PConvUNet(nn.Module):
                 f"_decoder_box_{i}", torch.cat([box * up_w, box * skip_w], dim=1), persistent=False
             )
         self._encoder_bn_frozen = False
+        # Eval mode: decoder convolutions by output phase (module docstring); False runs the
+        # upsample-and-concatenate form, as training always does (its speed on a GPU is what
+        # was measured; the phases there are not).
+        self.phase_decoder = True
+        self._phase_cache: dict[int, tuple[tuple, torch.Tensor]] = {}
         self.reset_parameters()
 
     @property
@@ -182,13 +211,49 @@ class PConvUNet(nn.Module):
         for i, (layer, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
             scale, new_mask = plan[self.layers + i]
             skip = features[self.layers - 1 - i]
-            up = F.interpolate(out, scale_factor=2.0, mode="nearest")
             last = i == self.layers - 1
-            out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask,
-                                 zero_holes=self.training or last)
+            if self.training or not self.phase_decoder:
+                up = F.interpolate(out, scale_factor=2.0, mode="nearest")
+                out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask,
+                                     zero_holes=self.training or last)
+            else:
+                out = layer.reweight(self._upsampled_conv(i, out, skip), scale, new_mask,
+                                     zero_holes=last)
             if not last:
                 out = F.leaky_relu_(bn(out) * new_mask.to(out.dtype), 0.2)
         return out
+
+
+    def _upsampled_conv(self, i: int, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
+        """Decoder layer ``i``'s convolution of cat(upsample(low), skip), both already
+        multiplied by their masks: the skip half as it is, the upsampled half from ``low`` by
+        phase (``phase_kernels``), added into the skip half's output in place."""
+        weight = self.decoder[i].conv.weight
+        up_width = self.decoder_widths[i][0]
+        n, _, h, w = low.shape
+        out = F.conv2d(skip, weight[:, up_width:], padding=1)
+        phases = F.conv2d(low, self._phase_weight(i, weight, up_width), padding=1)
+        phases = phases.view(n, 2, 2, -1, h + 1, w + 1).to(out.dtype)
+        for a in (0, 1):
+            for b in (0, 1):
+                out[:, :, a::2, b::2] += phases[:, a, b, :, a : a + h, b : b + w]
+        return out
+
+    def _phase_weight(self, i: int, weight: torch.Tensor, up_width: int) -> torch.Tensor:
+        """``phase_kernels`` of layer ``i``'s upsampled half, kept while the weights are
+        unchanged and no gradient is wanted (computing them costs ~5 % of a 512 px pass on
+        a CPU core)."""
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference():
+            return phase_kernels(weight[:, :up_width])
+        dtype = weight.dtype  # under autocast the dtype the convolution will cast to
+        if torch.is_autocast_enabled(weight.device.type) and weight.dtype == torch.float32:
+            dtype = torch.get_autocast_dtype(weight.device.type)
+        key = (weight._version, weight.data_ptr(), weight.dtype, weight.device, dtype)
+        cached = self._phase_cache.get(i)
+        if cached is None or cached[0] != key:
+            cached = (key, phase_kernels(weight[:, :up_width].detach()).to(dtype))
+            self._phase_cache[i] = cached
+        return cached[1]
 
 
 def build_model(config: PConvUNetConfig | dict | None = None) -> PConvUNet:

@@ -111,7 +111,18 @@ class PartialConv2d(nn.Module):
         ``zero_holes=False`` skips the multiply, leaving b in all-hole windows: only for a
         caller that multiplies by the mask again before anything mixes pixels or channels'
         statistics (the model in eval mode, where BatchNorm is a per-channel affine map)."""
-        raw = self.conv(masked_x)
+        return self.reweight(self.conv(masked_x), scale, new_mask, zero_holes)
+
+    def reweight(
+        self,
+        raw: torch.Tensor,
+        scale: torch.Tensor,
+        new_mask: torch.Tensor,
+        zero_holes: bool = True,
+    ) -> torch.Tensor:
+        """The re-weighting and bias of ``convolve`` applied to ``raw``, this layer's
+        convolution of the masked features however it was computed (the model's decoder
+        computes it from the low-resolution features, see ``core.model``)."""
         scale = scale.to(raw.dtype)
         if self.bias is None:
             return raw * scale

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 
 from core.losses import InpaintingLoss
-from core.model import PConvUNet, PConvUNetConfig, build_model
+from core.model import PConvUNet, PConvUNetConfig, build_model, phase_kernels
 from tests.test_pconv import brute_force
 
 
@@ -86,6 +86,65 @@ def test_model_output_ignores_hole_values(layers, size):
     noisy = torch.where(valid.bool(), image, torch.rand_like(image) * 50 - 25)
     with torch.no_grad():
         torch.testing.assert_close(model(image, valid), model(noisy, valid), rtol=0, atol=0)
+
+
+def test_phase_kernels_equal_conv_of_upsampled_map():
+    """The identity the eval-mode decoder rests on, for odd sizes and uneven weights."""
+    torch.manual_seed(3)
+    weight = torch.randn(5, 4, 3, 3, dtype=torch.float64)
+    low = torch.randn(2, 4, 3, 7, dtype=torch.float64)
+    want = F.conv2d(F.interpolate(low, scale_factor=2.0, mode="nearest"), weight, padding=1)
+    blocks = F.conv2d(low, phase_kernels(weight), padding=1).view(2, 2, 2, 5, 4, 8)
+    got = torch.empty_like(want)
+    for a in (0, 1):
+        for b in (0, 1):
+            got[:, :, a::2, b::2] = blocks[:, a, b, :, a : a + 3, b : b + 7]
+    torch.testing.assert_close(got, want, rtol=1e-12, atol=1e-12)
+
+
+def _eval_pair(model: PConvUNet, image: torch.Tensor, valid: torch.Tensor, **autocast):
+    """Eval-mode output by output phase and by upsample-and-concatenate."""
+    outs = []
+    for phases in (True, False):
+        model.phase_decoder = phases
+        with torch.inference_mode(), torch.autocast("cpu", **autocast):
+            outs.append(model(image, valid).float())
+    model.phase_decoder = True
+    return outs
+
+
+def test_phase_decoder_follows_weight_changes():
+    """The phase kernels are cached between calls; new weights (a load, an optimiser step)
+    must not be served stale kernels."""
+    torch.manual_seed(4)
+    model = PConvUNet(layers=4, width=8).eval()
+    _randomise_bn(model)
+    image = torch.rand(1, 3, 32, 32)
+    valid = (torch.rand(1, 1, 32, 32) > 0.3).float()
+    first, _ = _eval_pair(model, image, valid, enabled=False)
+    model.load_state_dict(PConvUNet(layers=4, width=8).state_dict())
+    phases, plain = _eval_pair(model, image, valid, enabled=False)
+    torch.testing.assert_close(phases, plain, rtol=1e-5, atol=1e-5)
+    assert not torch.allclose(phases, first)
+    with torch.no_grad():
+        model.decoder[1].conv.weight.mul_(-1.0)  # in place, as an optimiser step
+    phases, plain = _eval_pair(model, image, valid, enabled=False)
+    torch.testing.assert_close(phases, plain, rtol=1e-5, atol=1e-5)
+
+
+def test_phase_decoder_under_bf16_autocast():
+    """Within bf16's rounding of the upsample-and-concatenate path (both round differently)."""
+    torch.manual_seed(5)
+    model = PConvUNet(layers=5, width=8).eval()
+    _randomise_bn(model)
+    image = torch.rand(2, 3, 64, 96)
+    valid = (torch.rand(2, 1, 64, 96) > 0.3).float()
+    valid[:, :, 16:48, 20:70] = 0
+    phases, plain = _eval_pair(model, image, valid, dtype=torch.bfloat16)
+    exact, _ = _eval_pair(model, image, valid, enabled=False)
+    scale = exact.abs().max()
+    assert (phases - exact).abs().max() <= 0.05 * scale
+    assert (phases - plain).abs().max() <= 0.05 * scale
 
 
 def test_size_not_multiple_is_clear_error():
