@@ -7,8 +7,12 @@
 The plain network has the same encoder/decoder convolutions (``nn.Conv2d`` with bias), the same
 BatchNorm layers and activations, nearest upsampling and concatenation, but no masks at all; it
 is built from the PConvUNet it is compared with (parameter counts are asserted equal, weights
-are copied). Both networks are timed in the same process, interleaved (ABBA order per round),
-and every ratio is PConv / plain at identical settings:
+are copied). In eval mode both compute each decoder convolution of the upsampled features by
+output phase from the low-resolution map (``core.model.upsampled_conv``), as ``core.inference``
+runs the model; the ``-up`` variants make both build the upsampled map and concatenate instead
+(what training does), so the phase form's gain shows against the same baseline. Both
+networks are timed in the same process, interleaved (ABBA order per round), and every ratio is
+PConv / plain at identical settings:
 
 - inference latency, batch 1, at 256 (7 levels) and 512 (8 levels, the paper's network);
 - training step throughput with the full paper loss (``InpaintingLoss`` with a random-weight
@@ -53,10 +57,13 @@ if str(ROOT) not in sys.path:
 
 from core.losses import InpaintingLoss  # noqa: E402
 from core.masks import MaskGenerator  # noqa: E402
-from core.model import PConvUNet  # noqa: E402
+from core.model import PConvUNet, PhaseKernelCache, upsampled_conv  # noqa: E402
 
 MODELS = ("pconv", "plain")
 DEFAULT_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
+# Eval-mode decoder by upsample-and-concatenate instead of by output phase, both networks.
+UP_VARIANTS = ("fp32-up", "bf16-up", "fp32-cl-up", "bf16-cl-up", "fp32-graph-up",
+               "bf16-graph-up")
 # channels_last replayed from a CUDA graph: asked for by name.
 CL_GRAPH_VARIANTS = ("fp32-cl-graph", "bf16-cl-graph")
 # torch.compile (inductor) of both networks: asked for by name only, since compiling costs
@@ -64,7 +71,7 @@ CL_GRAPH_VARIANTS = ("fp32-cl-graph", "bf16-cl-graph")
 COMPILE_VARIANTS = ("fp32-compile", "bf16-compile", "fp32-cl-compile", "bf16-cl-compile",
                     "fp32-compile-graph", "bf16-compile-graph", "fp32-cl-compile-graph",
                     "bf16-cl-compile-graph")
-ALL_VARIANTS = DEFAULT_VARIANTS + CL_GRAPH_VARIANTS + COMPILE_VARIANTS
+ALL_VARIANTS = DEFAULT_VARIANTS + UP_VARIANTS + CL_GRAPH_VARIANTS + COMPILE_VARIANTS
 GRAPH_NOTE = "CUDA only, inference only: the forward replayed from a captured CUDA graph"
 MiB = 1024.0**2
 
@@ -80,6 +87,9 @@ class PlainUNet(nn.Module):
         self.encoder_bn = nn.ModuleList(_same_norm(bn) for bn in reference.encoder_bn)
         self.decoder = nn.ModuleList(_plain_conv(layer) for layer in reference.decoder)
         self.decoder_bn = nn.ModuleList(_same_norm(bn) for bn in reference.decoder_bn)
+        self.decoder_widths = list(reference.decoder_widths)
+        self.phase_decoder = True  # as PConvUNet: eval mode only
+        self._phase_kernels = PhaseKernelCache()
         if copy_weights:
             self._copy_from(reference)
 
@@ -109,8 +119,14 @@ class PlainUNet(nn.Module):
         out = features[-1]
         for i, (conv, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
             skip = features[self.layers - 1 - i]
-            up = F.interpolate(out, scale_factor=2.0, mode="nearest")
-            out = conv(torch.cat([up, skip.to(up.dtype)], dim=1))
+            if self.training or not self.phase_decoder:
+                up = F.interpolate(out, scale_factor=2.0, mode="nearest")
+                out = conv(torch.cat([up, skip.to(up.dtype)], dim=1))
+            else:
+                out = upsampled_conv(out, skip, conv.weight, self.decoder_widths[i][0],
+                                     self._phase_kernels, i)
+                if conv.bias is not None:
+                    out += conv.bias.to(out.dtype).view(1, -1, 1, 1)
             if i < self.layers - 1:
                 out = F.leaky_relu(bn(out), 0.2)
         return out
@@ -177,7 +193,8 @@ class Variant:
     """``fp32`` | ``bf16`` (autocast), ``-cl``: channels_last, ``-compile``: both networks
     through torch.compile (inductor fuses the elementwise work, which is most of what the
     mask path adds), ``-graph``: the inference forward captured once as a CUDA graph and
-    replayed (no per-kernel launch cost)."""
+    replayed (no per-kernel launch cost), ``-up``: the eval-mode decoder by upsampling and
+    concatenation instead of by output phase (module docstring)."""
 
     name: str
 
@@ -191,7 +208,11 @@ class Variant:
 
     @property
     def graph(self) -> bool:
-        return self.name.endswith("-graph")
+        return "-graph" in self.name
+
+    @property
+    def phase_decoder(self) -> bool:
+        return not self.name.endswith("-up")
 
     @property
     def compiled(self) -> bool:
@@ -204,6 +225,7 @@ class Variant:
         return torch.autocast(device.type, dtype=self.amp_dtype, cache_enabled=not self.graph)
 
     def prepare(self, model: nn.Module) -> nn.Module:
+        model.phase_decoder = self.phase_decoder  # type: ignore[assignment]
         if self.channels_last:
             model = model.to(memory_format=torch.channels_last)
         if self.compiled:
@@ -287,6 +309,7 @@ def bench_inference(
         if variant.compiled:
             run()  # compile now, outside the timed runs
         else:  # (a dispatch mode would make a compiled module run eagerly: not counted)
+            run()  # first call: the phase kernels are made once, not counted per forward
             ops[name] = count_ops(run)
         fns[name] = capture_graph(run, device) if variant.graph else run
     result = summarise(interleaved_times(fns, device, warmup, repeats), device)
