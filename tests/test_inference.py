@@ -310,6 +310,22 @@ def test_hole_radius_matches_repeated_3x3_min_filters(rng):
     assert hole_thickness(big, 100) == 100
 
 
+@pytest.mark.parametrize("shape,size", [((3000, 4000), (125, 100)), ((600, 640), (20, 20)),
+                                        ((900, 1200), (400, 300)), ((50, 4000), (125, 50))])
+def test_downscaled_holes_keep_every_hole_pixel(rng, shape, size):
+    """Each low-resolution pixel whose footprint (whole blocks here) holds a hole pixel is a
+    hole, at any shrink: lone pixels too, which 8-bit BOX passes lose past ~22x per axis."""
+    from core.inference import _downscale_holes
+
+    h, w = shape
+    hole = np.zeros(shape, bool)
+    hole[rng.integers(0, h, 40), rng.integers(0, w, 40)] = True  # lone pixels
+    small = _downscale_holes(hole, size)
+    by, bx = h // size[1], w // size[0]
+    want = hole.reshape(size[1], by, size[0], bx).any(axis=(1, 3))
+    assert np.array_equal(small, want)
+
+
 def test_downscaled_crop_ignores_hole_values(rng):
     """A crop larger than the working size is shrunk; hole colours must not leak into it."""
     torch.manual_seed(3)
