@@ -146,7 +146,7 @@ def run(argv: list[str] | None = None) -> int:
 def _run(args: argparse.Namespace) -> int:
     from core.checkpoint import CheckpointError
     from core.inference import Inpainter
-    from core.masks import load_mask
+    from core.masks import load_mask, looks_like_mask_image, looks_like_photo
 
     writing: Path | None = None  # the file being saved, for the message if that fails
     try:
@@ -166,6 +166,12 @@ def _run(args: argparse.Namespace) -> int:
             try:
                 photo = load_image(image_path)
                 hole = load_mask(mask_path)
+                if looks_like_mask_image(photo.pixels) and looks_like_photo(
+                        load_image(mask_path).pixels):
+                    raise UsageError(
+                        f"{image_path} looks like a mask and {mask_path} like a photo: the "
+                        "photo comes first (python -m core.inpaint IMAGE MASK -o OUT)"
+                    )
                 h, w = photo.pixels.shape[:2]
                 if hole.shape != (h, w):
                     raise UsageError(

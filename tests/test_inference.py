@@ -206,7 +206,8 @@ def test_cli_folder_goes_on_past_bad_photos(tmp_path, tiny_model_file, rng):
     assert "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("problem", ["missing", "not_image", "size", "empty", "input"])
+@pytest.mark.parametrize("problem", ["missing", "not_image", "size", "empty", "input",
+                                     "swapped"])
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, problem):
     img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
@@ -225,13 +226,40 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
         Image.fromarray(mask * 0).save(tmp_path / "m.png")
     elif problem == "input":
         out = image_arg
+    elif problem == "swapped":
+        image_arg, mask_arg = mask_arg, image_arg
     before = image_arg.read_bytes() if image_arg.exists() else None
     r = _cli(image_arg, mask_arg, "-o", out, "--checkpoint", tiny_model_file, "--overwrite")
     assert r.returncode == 2, (r.stdout, r.stderr)
     lines = r.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
+    if problem == "swapped":
+        assert "looks like a mask" in lines[0] and not out.exists()
     if before is not None:
         assert image_arg.read_bytes() == before
+
+
+def test_mask_and_photo_verdicts(rng):
+    """The swapped-arguments check must not fire on a black-and-white drawing with its mask,
+    nor on JPEG masks; it must fire on a photo given as the mask."""
+    import io
+
+    from core.masks import looks_like_mask_image, looks_like_photo
+
+    mask = np.zeros((120, 160), np.uint8)
+    mask[30:70, 40:100] = 255
+    buf = io.BytesIO()
+    Image.fromarray(mask).convert("RGB").save(buf, "JPEG", quality=75)
+    jpeg_mask = np.asarray(Image.open(buf).convert("RGB"))
+    photo = rng.integers(0, 256, (120, 160, 3), dtype=np.uint8)
+    drawing = np.repeat(np.where(rng.random((120, 160)) < 0.1, 0, 255)[..., None], 3, -1)
+    assert looks_like_mask_image(jpeg_mask) and looks_like_mask_image(mask)
+    assert looks_like_mask_image(drawing.astype(np.uint8))
+    assert not looks_like_photo(jpeg_mask) and not looks_like_photo(mask)
+    assert looks_like_photo(photo) and not looks_like_mask_image(photo)
+    red = np.zeros((120, 160, 3), np.uint8)
+    red[..., 0] = 255  # a red (colour) image is not a grey mask
+    assert not looks_like_mask_image(red)
 
 
 def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
