@@ -222,7 +222,10 @@ def binarize_mask(values: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {arr.shape}")
     if arr.dtype.kind == "f":
-        return arr > 0.5
+        # 0..1, or 0..255 when any value is above 1 (as load_mask reads float images): a
+        # 0..255 float mask's faint noise (1.0, 2.0) is not a hole.
+        top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
+        return arr * 2 > top
     maxval = 65535 if arr.dtype == np.uint16 else 255
     return arr > maxval // 2  # = value * 2 > maxval, without an int64 copy of a huge mask
 
@@ -287,10 +290,8 @@ def load_mask(path: str | Path) -> np.ndarray:
                 if lossless and _zero_one(arr):
                     return arr == 1
                 return arr > (65535 if arr.max() > 255 else 255) // 2
-            if img.mode == "F":  # float masks: 0..1, or 0..255
-                arr = np.asarray(img)
-                top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
-                return arr * 2 > top
+            if img.mode == "F":  # float masks: 0..1, or 0..255 (binarize_mask's rule)
+                return binarize_mask(np.asarray(img))
             if img.mode in ("1", "L"):
                 arr = np.asarray(img.convert("L"))
                 if lossless and img.mode != "1" and _zero_one(arr):

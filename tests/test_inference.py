@@ -97,6 +97,13 @@ def test_empty_full_and_mismatched_masks(inpainter, rng):
     soft[5:9, 5:9] = 0.7  # non-binary mask is binarised
     result = inpainter.inpaint(image, soft)
     assert np.array_equal(result.composite[soft <= 0.5], image[soft <= 0.5])
+    # A float mask on 0..255 is read as load_mask reads a float image: faint noise (1.0,
+    # 2.0, as from a resampled 8-bit mask) keeps its pixels, 200 is a hole.
+    scaled = np.where(rng.random((32, 32)) < 0.3, 2.0, 0.0).astype(np.float32)
+    scaled[20:26, 20:26] = 200.0
+    result = inpainter.inpaint(image, scaled)
+    assert np.array_equal(result.composite[scaled < 100], image[scaled < 100])
+    assert not np.array_equal(result.composite[20:26, 20:26], image[20:26, 20:26])
 
 
 def test_cancel_between_steps(inpainter, rng):
