@@ -63,7 +63,7 @@ MODELS = ("pconv", "plain")
 DEFAULT_VARIANTS = ("fp32", "bf16", "fp32-cl", "bf16-cl", "fp32-graph", "bf16-graph")
 # Eval-mode decoder by upsample-and-concatenate instead of by output phase, both networks.
 UP_VARIANTS = ("fp32-up", "bf16-up", "fp32-cl-up", "bf16-cl-up", "fp32-graph-up",
-               "bf16-graph-up")
+               "bf16-graph-up", "bf16-cl-graph-up")
 # channels_last replayed from a CUDA graph: asked for by name.
 CL_GRAPH_VARIANTS = ("fp32-cl-graph", "bf16-cl-graph")
 # torch.compile (inductor) of both networks: asked for by name only, since compiling costs
@@ -786,7 +786,8 @@ def main(argv: list[str] | None = None) -> int:
             attempt("inference", {"variant": variant.name, "size": size},
                     lambda v=variant, n=size: bench_inference(
                         n, s.width, v, device, s.infer_warmup, s.infer_repeats))
-    train_variants = [v for v in s.variants if not v.graph]
+    # (training always upsamples and concatenates: an -up variant's rows would repeat its twin's)
+    train_variants = [v for v in s.variants if not v.graph and v.phase_decoder]
     if s.train_configs and train_variants and "training" in s.parts:
         loss_fn = make_loss(device)
         for variant in train_variants:

@@ -37,7 +37,7 @@ bench() {  # bench CAP JSON VARIANTS PARTS: one time-capped run of bench/speed.p
 # most of their cap: a slow compile cannot starve the eager rows of their time.
 if [ "$bench_seconds" -gt 0 ]; then
   bench "$bench_seconds" speed_cuda.json \
-    "${BENCH_VARIANTS:-fp32,bf16-cl,fp32-graph,bf16-cl-graph}" inference,training
+    "${BENCH_VARIANTS:-fp32,bf16-cl,fp32-graph,bf16-cl-graph,fp32-up,bf16-cl-graph-up}" inference,training
 fi
 if [ "$compile_seconds" -gt 0 ]; then
   bench "$compile_seconds" speed_cuda_compile.json \
