@@ -26,14 +26,14 @@ def test_new_weights_keep_the_old_inference_settings(tmp_path, capsys):
     old, new = PConvUNet(layers=4, width=8), PConvUNet(layers=4, width=8)
     save_model_file(tmp_path / "old.safetensors", old,
                     extra={"work_size": 256, "fill_smoothing": [1.2, 4.0, 12], "flip_passes": 3,
-                           "trained": "old run"})
+                           "edge_band": 16, "trained": "old run"})
     save_model_file(tmp_path / "new.safetensors", new, extra={"work_size": 128})
     out = tmp_path / "shipped.safetensors"
     code = _script().main([str(tmp_path / "new.safetensors"), "--trained", "new run",
                            "--like", str(tmp_path / "old.safetensors"), "--out", str(out)])
-    assert code == 0 and "fill_smoothing, flip_passes" in capsys.readouterr().out
+    assert code == 0 and "edge_band, fill_smoothing, flip_passes" in capsys.readouterr().out
     inp = Inpainter.from_checkpoint(out, device="cpu")
-    assert inp.passes == 3 and inp.fill_smoothing == (1.2, 4.0, 12.0)
+    assert inp.passes == 3 and inp.fill_smoothing == (1.2, 4.0, 12.0) and inp.edge_band == 16
     assert inp.work_size == 128  # the new export's own settings win
     state = inp.model.state_dict()
     assert torch.equal(state["encoder.0.conv.weight"].float(),

@@ -297,6 +297,33 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
     assert calls == [(384, 512, 3)]
 
 
+def test_edge_band_blends_a_working_scale_run_near_the_edge(rng):
+    """A crop run coarser for max_hole_radius takes its fill within ``edge_band`` px of the
+    known pixels from a run at the working scale (with its passes), unchanged deeper in."""
+    from core.inference import _known_distance
+
+    torch.manual_seed(6)
+    model = PConvUNet(layers=4, width=8)
+    image = rng.integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    hole = np.zeros((256, 256), bool)
+    hole[64:192, 48:208] = True  # radius 64 > 16
+    plain = Inpainter(model, device="cpu", work_size=256, max_hole_radius=16, passes=3)
+    banded = Inpainter(model, device="cpu", work_size=256, max_hole_radius=16, passes=3,
+                       edge_band=4)
+    calls = []
+    original = banded._run
+    banded._run = lambda rgb, h, n, *p: calls.append((rgb.shape, *p)) or original(rgb, h, n, *p)
+    a, b = plain.inpaint(image, hole).composite, banded.inpaint(image, hole).composite
+    assert calls == [((128, 128, 3), 3), ((256, 256, 3), 3)]  # coarse, then working scale
+    distance = _known_distance(hole, 8)
+    assert np.array_equal(a[distance >= 4], b[distance >= 4])  # deep inside: the coarse fill
+    assert not np.array_equal(a[(distance > 0) & (distance < 2)],
+                              b[(distance > 0) & (distance < 2)])
+    assert np.array_equal(b[~hole], image[~hole])
+    np.testing.assert_array_equal(_known_distance(hole, 8)[64:72, 100],
+                                  [1, 2, 3, 4, 5, 6, 7, 8])
+
+
 def test_context_follows_the_holes_thickness_not_their_extent(rng):
     """A long thin stroke gets a band of context as wide as it is thick (small, sharp crop);
     a compact hole of the same extent still gets half its extent on every side."""
