@@ -452,6 +452,8 @@ class Inpainter:
         # Pixels (at the working scale) from the known ones over which a crop run coarser for
         # max_hole_radius takes its fill from a second run at the working scale; None: off.
         self.edge_band = edge_band
+        # Passes of that second run; None: the model's (_fill_box says why, on a CPU too).
+        self.edge_passes: int | None = None
 
     @classmethod
     def from_checkpoint(
@@ -592,13 +594,14 @@ class Inpainter:
         if fine is not None and self.edge_band:
             # The coarse run fills a thick hole without blotches but loses the detail its
             # edge could keep; near the edge, a run at the working scale is better (+0.1-0.2
-            # dB for holes over 40 %, resources/MODEL_CARD.md). On a CPU with one pass: the
-            # model's three gained 0.04 dB more there but tripled this run's time (a solid
-            # 12-MP disc took 1.4 s instead of about 0.7 on one core).
+            # dB for holes over 40 %, resources/MODEL_CARD.md). With the model's passes on a
+            # CPU too: one pass there scored less and let _forward's spots into the band (a
+            # dark blot at the top of docs/evaluation/examples/0010_*), for a third of the
+            # time (a solid 12-MP disc: 0.7 s instead of 1.4 s on one core).
             size, small_hole = fine
             coarse = _resize_rgb(small_out, size)
             small_rgb = _resize_rgb(crop_rgb, size, Image.Resampling.BOX)
-            passes = self.passes if self.device.type != "cpu" else 1
+            passes = self.edge_passes or self.passes
             fill = self._run(small_rgb, small_hole, notices, passes)
             small_out = _blend_scales(coarse, fill, small_hole, self.edge_band)
         out = _resize_rgb(small_out, (cw, ch))

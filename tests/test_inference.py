@@ -299,7 +299,7 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
 
 def test_edge_band_blends_a_working_scale_run_near_the_edge(rng):
     """A crop run coarser for max_hole_radius takes its fill within ``edge_band`` px of the
-    known pixels from a run at the working scale (one pass on a CPU), unchanged deeper in."""
+    known pixels from a run at the working scale (the model's passes), unchanged deeper in."""
     from core.inference import _known_distance
 
     torch.manual_seed(6)
@@ -314,7 +314,7 @@ def test_edge_band_blends_a_working_scale_run_near_the_edge(rng):
     original = banded._run
     banded._run = lambda rgb, h, n, *p: calls.append((rgb.shape, *p)) or original(rgb, h, n, *p)
     a, b = plain.inpaint(image, hole).composite, banded.inpaint(image, hole).composite
-    assert calls == [((128, 128, 3), 3), ((256, 256, 3), 1)]  # coarse, then working scale
+    assert calls == [((128, 128, 3), 3), ((256, 256, 3), 3)]  # coarse, then working scale
     distance = _known_distance(hole, 8)
     assert np.array_equal(a[distance >= 4], b[distance >= 4])  # deep inside: the coarse fill
     assert not np.array_equal(a[(distance > 0) & (distance < 2)],
@@ -573,7 +573,11 @@ def test_on_a_gpu_thin_holes_get_the_passes_too(rng, monkeypatch):
     thick[40:280, 40:280] = True  # radius 120 > 16: a coarse run, then the edge band's run
     inp.max_hole_radius, inp.edge_band = 16, 8
     inp.inpaint(image, thick)
-    assert asked == [3, 3]  # on a CPU the edge run has one pass (test above)
+    assert asked == [3, 3]
+    asked.clear()
+    inp.edge_passes = 2  # an experiment's override
+    inp.inpaint(image, thick)
+    assert asked == [3, 2]
 
 
 def test_a_gpu_out_of_memory_falls_back_to_the_cpus_pass_rule(fake_cuda_oom, rng,
