@@ -490,7 +490,9 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "images": str(args.images), "image_count": len(crops), "size": args.size,
         "crop": "centre square of the shorter side, resized bicubic to size",
         "radius": args.radius, "device": inpainter.device_name, "precision": args.precision,
-        "passes": inpainter.passes, "fill_smoothing": inpainter.fill_smoothing, **mask_settings,
+        "passes": inpainter.passes, "fill_smoothing": inpainter.fill_smoothing,
+        "max_hole_radius": inpainter.max_hole_radius, "edge_band": inpainter.edge_band,
+        **mask_settings,
     }
     text = json.dumps(result, indent=2, allow_nan=False)
     atomic_write(out / "metrics.json", lambda fh: fh.write(text.encode("utf-8")))
