@@ -451,6 +451,10 @@ class Inpainter:
         self.passes = check_passes(passes, self.source)
         # Pixels (at the working scale) from the known ones over which a crop run coarser for
         # max_hole_radius takes its fill from a second run at the working scale; None: off.
+        if edge_band is not None and (not isinstance(edge_band, int) or isinstance(edge_band, bool)
+                                      or not 1 <= edge_band <= 256):
+            raise ValueError(f"{self.source}: edge_band must be a whole number of pixels "
+                             f"from 1 to 256 or None, got {edge_band!r}")
         self.edge_band = edge_band
         # Passes of that second run; None: the model's (_fill_box says why, on a CPU too).
         self.edge_passes: int | None = None

@@ -222,9 +222,10 @@ def binarize_mask(values: np.ndarray) -> np.ndarray:
     if arr.ndim != 2:
         raise ValueError(f"mask must be 2-D, got shape {arr.shape}")
     if arr.dtype.kind == "f":
-        # 0..1, or 0..255 when any value is above 1 (as load_mask reads float images): a
-        # 0..255 float mask's faint noise (1.0, 2.0) is not a hole.
-        top = 1.0 if np.nanmax(arr, initial=0.0) <= 1.0 else 255.0
+        # 0..1, or 0..255 when any value is above 2 (as load_mask reads float images): a
+        # 0..255 float mask's faint noise (1.0, 2.0) is not a hole, and a 0..1 mask that a
+        # bicubic or Lanczos resize overshot to 1.15 keeps its holes.
+        top = 1.0 if np.nanmax(arr, initial=0.0) <= 2.0 else 255.0
         return arr * 2 > top
     maxval = 65535 if arr.dtype == np.uint16 else 255
     return arr > maxval // 2  # = value * 2 > maxval, without an int64 copy of a huge mask
@@ -236,20 +237,32 @@ def _brightest(rgb: np.ndarray) -> np.ndarray:
     return sample.max(axis=-1) if sample.ndim == 3 else sample
 
 
+_MIN_VERDICT_PIXELS = 1024  # below that (about 128 x 128 sampled every 4th pixel): no verdict
+
+
 def looks_like_mask_image(rgb: np.ndarray) -> bool:
     """Grey, with all but 1 % of the pixels within 24 levels of black or white: what a mask
-    file decodes to (JPEG noise included) and a photo almost never does. With
-    ``looks_like_photo`` it tells a photo and a mask given the wrong way round."""
+    file decodes to (JPEG noise included) and a photo almost never does (a scanned page can).
+    With ``looks_like_photo`` it tells a photo and a mask given the wrong way round."""
     sample = np.asarray(rgb)[::4, ::4]
     if sample.ndim == 3 and np.ptp(sample[..., :3].astype(np.int16), axis=-1).max() > 24:
         return False  # coloured
     grey = _brightest(rgb)
+    if grey.size < _MIN_VERDICT_PIXELS:
+        return False
     return bool(((grey <= 24) | (grey >= 231)).mean() >= 0.99)
 
 
 def looks_like_photo(rgb: np.ndarray) -> bool:
-    """A quarter or more of the pixels mid-tone (25..230): never a mask file, which is black
-    and white apart from its edges."""
+    """In colour (a tenth of the pixels with channels 25+ levels apart) and a quarter mid-tone
+    (25..230): never a mask file. Grey images get no verdict: a feathered mask is a quarter
+    mid-tone too."""
+    sample = np.asarray(rgb)[::4, ::4]
+    if sample.ndim != 3 or sample.shape[-1] < 3 or sample[..., 0].size < _MIN_VERDICT_PIXELS:
+        return False
+    spread = np.ptp(sample[..., :3].astype(np.int16), axis=-1)
+    if (spread > 24).mean() < 0.1:
+        return False
     grey = _brightest(rgb)
     return bool(((grey > 24) & (grey < 231)).mean() >= 0.25)
 

@@ -71,15 +71,25 @@ class PhaseKernelCache:
     """A decoder weight split for ``upsampled_conv``: the skip half (contiguous) and the
     ``phase_kernels`` of the upsampled half, kept while the weight is unchanged and no gradient
     is wanted (making them costs ~5 % of a 512 px pass on a CPU core). Stored in the dtype the
-    convolution runs in: bf16 under CPU autocast, half the memory and no cast per call."""
+    convolution runs in: bf16 under CPU autocast, half the memory and no cast per call.
+
+    A change through ``.data`` or by a fused optimiser step does not bump a weight's version;
+    PConvUNet.train() / eval() clear the cache, so a training loop's evaluation never sees
+    stale kernels."""
 
     def __init__(self) -> None:
         self._kernels: dict[int, tuple[tuple, tuple[torch.Tensor, torch.Tensor]]] = {}
 
+    def clear(self) -> None:
+        self._kernels.clear()
+
     def get(self, slot: int, weight: torch.Tensor, up_width: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(skip-half weight, phase kernels) for ``weight`` (layer ``slot`` of the caller)."""
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference():
+        # Not kept while a CUDA graph is captured either: the graph must read the weights
+        # themselves, or a later weight change would replay stale (or freed) copies.
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference() \
+                or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
             return weight[:, up_width:], phase_kernels(weight[:, :up_width])
         dtype = weight.dtype
         if torch.is_autocast_enabled(weight.device.type) and weight.dtype == torch.float32:
@@ -186,6 +196,7 @@ class PConvUNet(nn.Module):
 
     def train(self, mode: bool = True) -> PConvUNet:
         super().train(mode)
+        self._phase_kernels.clear()  # (PhaseKernelCache: weights may change unseen)
         if self._encoder_bn_frozen:
             for bn in self.encoder_bn:
                 bn.eval()

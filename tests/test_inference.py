@@ -99,6 +99,10 @@ def test_empty_full_and_mismatched_masks(inpainter, rng):
     assert np.array_equal(result.composite[soft <= 0.5], image[soft <= 0.5])
     # A float mask on 0..255 is read as load_mask reads a float image: faint noise (1.0,
     # 2.0, as from a resampled 8-bit mask) keeps its pixels, 200 is a hole.
+    overshot = np.zeros((32, 32), np.float32)
+    overshot[5:9, 5:9], overshot[6, 6] = 1.0, 1.146  # 0..1, overshot by a bicubic resize
+    result = inpainter.inpaint(image, overshot)
+    assert not np.array_equal(result.composite[5:9, 5:9], image[5:9, 5:9])
     scaled = np.where(rng.random((32, 32)) < 0.3, 2.0, 0.0).astype(np.float32)
     scaled[20:26, 20:26] = 200.0
     result = inpainter.inpaint(image, scaled)
@@ -233,7 +237,9 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
         Image.fromarray(mask * 0).save(tmp_path / "m.png")
     elif problem == "input":
         out = image_arg
-    elif problem == "swapped":
+    elif problem == "swapped":  # (at a size where the check gives a verdict)
+        Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(image_arg)
+        Image.fromarray(np.kron(mask, np.ones((4, 4), np.uint8))).save(mask_arg)
         image_arg, mask_arg = mask_arg, image_arg
     before = image_arg.read_bytes() if image_arg.exists() else None
     r = _cli(image_arg, mask_arg, "-o", out, "--checkpoint", tiny_model_file, "--overwrite")
@@ -267,6 +273,16 @@ def test_mask_and_photo_verdicts(rng):
     red = np.zeros((120, 160, 3), np.uint8)
     red[..., 0] = 255  # a red (colour) image is not a grey mask
     assert not looks_like_mask_image(red)
+    # A feathered (soft-brush) grey mask is a quarter mid-tone, but not a photo; a page of
+    # text looks like a mask, so the pair must not be refused.
+    yy, xx = np.mgrid[0:600, 0:800]
+    feathered = np.clip(255 * (1.5 - np.hypot((yy - 300) / 200, (xx - 400) / 260)), 0, 255)
+    assert not looks_like_photo(np.repeat(feathered.astype(np.uint8)[..., None], 3, -1))
+    page = np.full((600, 800, 3), 255, np.uint8)
+    page[50:550:20, 60:740] = 0  # lines of text
+    assert looks_like_mask_image(page)
+    tiny = np.zeros((3, 3, 3), np.uint8)
+    assert not looks_like_mask_image(tiny) and not looks_like_photo(photo[:8, :8])
 
 
 def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
@@ -322,6 +338,9 @@ def test_edge_band_blends_a_working_scale_run_near_the_edge(rng):
     assert np.array_equal(b[~hole], image[~hole])
     np.testing.assert_array_equal(_known_distance(hole, 8)[64:72, 100],
                                   [1, 2, 3, 4, 5, 6, 7, 8])
+    for bad in (0, -3, 2.5, True):
+        with pytest.raises(ValueError, match="edge_band"):
+            Inpainter(model, device="cpu", edge_band=bad)
 
 
 def test_context_follows_the_holes_thickness_not_their_extent(rng):

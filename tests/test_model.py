@@ -130,6 +130,12 @@ def test_phase_decoder_follows_weight_changes():
         model.decoder[1].conv.weight.mul_(-1.0)  # in place, as an optimiser step
     phases, plain = _eval_pair(model, image, valid, enabled=False)
     torch.testing.assert_close(phases, plain, rtol=1e-5, atol=1e-5)
+    # Through .data (or a fused optimiser step) the version does not move: a training loop's
+    # switch to eval mode clears the cache.
+    model.decoder[2].conv.weight.data.mul_(-1.0)
+    model.train().eval()
+    phases, plain = _eval_pair(model, image, valid, enabled=False)
+    torch.testing.assert_close(phases, plain, rtol=1e-5, atol=1e-5)
 
 
 def test_phase_decoder_under_bf16_autocast():
