@@ -107,16 +107,14 @@ class PhaseKernelCache:
 
 def upsampled_conv(
     low: torch.Tensor, skip: torch.Tensor, weight: torch.Tensor, up_width: int,
-    cache: PhaseKernelCache | None = None, slot: int = 0,
+    cache: PhaseKernelCache, slot: int,
 ) -> torch.Tensor:
     """conv2d(cat(upsample_nearest_2x(low), skip), weight, padding=1) without building either:
     the skip half as it is, the upsampled half from ``low`` by output phase
-    (``phase_kernels``), added into the skip half's output in place."""
+    (``phase_kernels``, from ``cache`` as layer ``slot``), added into the skip half's output
+    in place."""
     n, _, h, w = low.shape
-    if cache is not None:
-        skip_weight, kernels = cache.get(slot, weight, up_width)
-    else:
-        skip_weight, kernels = weight[:, up_width:], phase_kernels(weight[:, :up_width])
+    skip_weight, kernels = cache.get(slot, weight, up_width)
     out = F.conv2d(skip, skip_weight, padding=1)
     phases = F.conv2d(low, kernels, padding=1).view(n, 2, 2, -1, h + 1, w + 1).to(out.dtype)
     for a in (0, 1):
@@ -276,16 +274,12 @@ class PConvUNet(nn.Module):
                 out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask,
                                      zero_holes=self.training or last)
             else:
-                out = layer.reweight(self._upsampled_conv(i, out, skip), scale, new_mask,
-                                     zero_holes=last)
+                raw = upsampled_conv(out, skip, layer.conv.weight, self.decoder_widths[i][0],
+                                     self._phase_kernels, i)
+                out = layer.reweight(raw, scale, new_mask, zero_holes=last)
             if not last:
                 out = F.leaky_relu_(bn(out) * new_mask.to(out.dtype), 0.2)
         return out
-
-    def _upsampled_conv(self, i: int, low: torch.Tensor, skip: torch.Tensor) -> torch.Tensor:
-        up_width = self.decoder_widths[i][0]
-        return upsampled_conv(low, skip, self.decoder[i].conv.weight, up_width,
-                              self._phase_kernels, i)
 
 
 def build_model(config: PConvUNetConfig | dict | None = None) -> PConvUNet:
