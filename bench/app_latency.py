@@ -124,7 +124,8 @@ def model_file(tmp: Path, choice: str, layers: int) -> tuple[Path | None, str]:
 
 def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
     """``PRECISION`` with optional ``-nosmooth`` (the model's fill smoothing switched off) and
-    ``-pN`` (N mirrored network passes instead of the model's), e.g. ``auto-p1``."""
+    ``-pN`` (N mirrored network passes instead of the model's) and ``-dense`` (every decoder
+    pixel computed, not only those pasted: core.sparse_decoder), e.g. ``auto-p1``."""
     name, *variants = precision.split("-")
     inpainter = Inpainter.from_checkpoint(path, device="cpu", precision=name)
     for variant in variants:
@@ -132,6 +133,8 @@ def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
             inpainter.fill_smoothing = None
         elif variant in ("p1", "p2", "p3"):
             inpainter.passes = int(variant[1])
+        elif variant == "dense":
+            inpainter.needed_only = False
         else:
             raise SystemExit(f"unknown precision variant '{variant}' in '{precision}'")
     return inpainter
@@ -146,11 +149,11 @@ def end_to_end(
     net_calls = [0]
     original = inpainter._forward
 
-    def timed_forward(image_t: torch.Tensor, valid_t: torch.Tensor, passes: int = 1
-                      ) -> np.ndarray:
+    def timed_forward(image_t: torch.Tensor, valid_t: torch.Tensor, passes: int = 1,
+                      needed_t: torch.Tensor | None = None) -> np.ndarray:
         start = time.perf_counter()
         try:
-            return original(image_t, valid_t, passes)
+            return original(image_t, valid_t, passes, needed_t)
         finally:
             net_time[0] += time.perf_counter() - start
             net_calls[0] += 1
@@ -316,7 +319,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", default="fp32,auto",
                    help="core.inference precisions to compare end to end (the app uses "
                         "auto); PRECISION-nosmooth switches the model's fill smoothing off, "
-                        "PRECISION-pN runs N mirrored passes")
+                        "PRECISION-pN runs N mirrored passes, PRECISION-dense computes every "
+                        "decoder pixel")
     p.add_argument("--model", default="auto", choices=["auto", "random"],
                    help="auto: the shipped model if present, else random weights")
     p.add_argument("--layers", type=int, default=8, help="depth of the random-weight model")

@@ -22,6 +22,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from core.pconv import PartialConv2d, scale_and_mask
+from core.sparse_decoder import (
+    gather_pays,
+    gathered_layer,
+    needed_pyramid,
+    padded_channels_last,
+)
 
 ENCODER_KERNELS = (7, 5, 5)  # then 3 for every deeper layer
 
@@ -86,21 +92,46 @@ class PhaseKernelCache:
     def get(self, slot: int, weight: torch.Tensor, up_width: int
             ) -> tuple[torch.Tensor, torch.Tensor]:
         """(skip-half weight, phase kernels) for ``weight`` (layer ``slot`` of the caller)."""
+        return self._cached(slot, weight, up_width, self._split)
+
+    def matrices(self, slot: int, weight: torch.Tensor, up_width: int
+                 ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The same split as matrices with the channels last in each tap, as
+        ``core.sparse_decoder`` gathers them: (O, 9 * C_skip) and (4, O, 4 * C_low)."""
+        return self._cached(-1 - slot, weight, up_width, self._matrices)
+
+    @staticmethod
+    def _split(weight: torch.Tensor, up_width: int, dtype: torch.dtype
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+        return (weight[:, up_width:].to(dtype, memory_format=torch.contiguous_format),
+                phase_kernels(weight[:, :up_width]).to(dtype))
+
+    @staticmethod
+    def _matrices(weight: torch.Tensor, up_width: int, dtype: torch.dtype
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+        out_ch = weight.shape[0]
+        skip = weight[:, up_width:].permute(0, 2, 3, 1).reshape(out_ch, -1)
+        kernels = phase_kernels(weight[:, :up_width]).view(4, out_ch, up_width, 2, 2)
+        return (skip.to(dtype).contiguous(),
+                kernels.permute(0, 1, 3, 4, 2).reshape(4, out_ch, -1).to(dtype).contiguous())
+
+    def _cached(self, slot: int, weight: torch.Tensor, up_width: int, build
+                ) -> tuple[torch.Tensor, torch.Tensor]:
         # Not kept while a CUDA graph is captured either: the graph must read the weights
         # themselves, or a later weight change would replay stale (or freed) copies.
-        if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference() \
-                or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
-            return weight[:, up_width:], phase_kernels(weight[:, :up_width])
         dtype = weight.dtype
         if torch.is_autocast_enabled(weight.device.type) and weight.dtype == torch.float32:
             dtype = torch.get_autocast_dtype(weight.device.type)
+        if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference() \
+                or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
+            if build is self._split:
+                return weight[:, up_width:], phase_kernels(weight[:, :up_width])
+            return build(weight, up_width, dtype)
         key = (weight._version, weight.data_ptr(), weight.shape, weight.dtype, weight.device,
                dtype, up_width)
         cached = self._kernels.get(slot)
         if cached is None or cached[0] != key:
-            weight = weight.detach()
-            cached = (key, (weight[:, up_width:].to(dtype, memory_format=torch.contiguous_format),
-                            phase_kernels(weight[:, :up_width]).to(dtype)))
+            cached = (key, build(weight.detach(), up_width, dtype))
             self._kernels[slot] = cached
         return cached[1]
 
@@ -248,8 +279,15 @@ class PConvUNet(nn.Module):
                 f"{self.layers}-level PConvUNet, got {h} x {w}; pad the input first"
             )
 
-    def forward(self, image: torch.Tensor, valid_mask: torch.Tensor) -> torch.Tensor:
+    def forward(self, image: torch.Tensor, valid_mask: torch.Tensor,
+                needed: torch.Tensor | None = None) -> torch.Tensor:
+        """``needed`` (N, 1, H, W) bool, eval mode only: the output is exact where it is True
+        and unspecified elsewhere; decoder layers with few needed pixels compute only those
+        (``core.sparse_decoder``). Ignored in training or with ``phase_decoder`` off."""
         self.check_input(image, valid_mask)
+        if needed is not None and needed.shape != valid_mask.shape:
+            raise ValueError(f"needed {tuple(needed.shape)} does not match valid_mask "
+                             f"{tuple(valid_mask.shape)}")
         plan = self.mask_pyramid(valid_mask)
         valid = valid_mask.to(image.dtype)
         features = [image * valid]  # features of each level, already multiplied by their mask
@@ -265,10 +303,23 @@ class PConvUNet(nn.Module):
             h = F.relu_(h)
             features.append(h)
         out = features[-1]
+        sparse = needed is not None and not self.training and self.phase_decoder
+        wanted = needed_pyramid(needed, self.layers) if sparse else []
+        padded = None  # ``out`` zero-padded by one pixel, when a gathered layer made it
         for i, (layer, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
             scale, new_mask = plan[self.layers + i]
             skip = features[self.layers - 1 - i]
             last = i == self.layers - 1
+            if sparse and gather_pays(wanted[self.layers - 1 - i]):
+                skip_mat, phase_mats = self._phase_kernels.matrices(
+                    i, layer.conv.weight, self.decoder_widths[i][0])
+                low = padded if padded is not None else padded_channels_last(out)
+                padded = gathered_layer(low, padded_channels_last(skip),
+                                        wanted[self.layers - 1 - i], skip_mat, phase_mats,
+                                        layer, bn, scale, new_mask, last)
+                out = padded[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
+                continue
+            padded = None
             if self.training or not self.phase_decoder:
                 up = F.interpolate(out, scale_factor=2.0, mode="nearest")
                 out = layer.convolve(torch.cat([up, skip.to(up.dtype)], dim=1), scale, new_mask,

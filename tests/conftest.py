@@ -41,11 +41,11 @@ def fake_cuda_oom(monkeypatch):
     calls: list[str] = []
     real_forward = Inpainter._forward
 
-    def forward(self, image_t, valid_t, passes=1):
+    def forward(self, image_t, valid_t, passes=1, needed_t=None):
         calls.append(self.device.type)
         if self.device.type == "cuda":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real_forward(self, image_t, valid_t, passes)
+        return real_forward(self, image_t, valid_t, passes, needed_t)
 
     monkeypatch.setattr(Inpainter, "_forward", forward)
     monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "Fake GPU")

@@ -606,8 +606,8 @@ def test_a_gpu_out_of_memory_falls_back_to_the_cpus_pass_rule(fake_cuda_oom, rng
     calls = fake_cuda_oom(inp)
     asked = []
     fake_forward = Inpainter._forward
-    monkeypatch.setattr(Inpainter, "_forward", lambda self, x, v, passes=1: asked.append(
-        passes) or fake_forward(self, x, v, passes))
+    monkeypatch.setattr(Inpainter, "_forward", lambda self, x, v, passes=1, needed=None:
+                        asked.append(passes) or fake_forward(self, x, v, passes, needed))
     image = rng.integers(0, 256, (96, 112, 3), dtype=np.uint8)
     thin = np.zeros((96, 112), bool)
     thin[20:60, 30:40] = True  # radius 5
@@ -638,3 +638,43 @@ def test_fill_smoothing_runs_at_the_network_scale(rng, monkeypatch):
     scale = far / 4.0  # the crop (400 px of hole plus context) shrank at least 400 -> 256
     assert scale <= 256 / 400 and near == pytest.approx(1.2 * scale)
     assert ramp == pytest.approx(12 * scale)
+
+
+def test_computing_only_the_needed_pixels_changes_no_result(rng, monkeypatch):
+    """The CPU's decoder computes only the hole pixels and NEEDED_MARGIN around them
+    (core.sparse_decoder); every result equals the dense network's, in float32 up to the
+    rounding of a few values to 8 bits: thin strokes at full resolution, a long one in a
+    downscaled crop, and a thick hole run coarser with its edge band."""
+    import core.inference
+    import core.sparse_decoder
+
+    torch.manual_seed(15)
+    model = PConvUNet(layers=5, width=8)
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_var.uniform_(0.5, 2.0)
+            module.running_mean.normal_(0, 0.5)
+    image = rng.integers(0, 256, (700, 900, 3), dtype=np.uint8)
+    hole = np.zeros((700, 900), bool)
+    hole[40:46, 30:300] = True  # a thin stroke
+    hole[100:600, 700:706] = True  # a long one: its crop is downscaled
+    hole[350:560, 150:420] = True  # thick: coarser run plus the edge band
+    hole[650:652, 880:899] = True  # at the photo's edge
+    results = {}
+    for needed_only in (False, True):
+        inp = Inpainter(model, device="cpu", precision="fp32", work_size=256,
+                        max_hole_radius=16, passes=3, edge_band=8)
+        inp.needed_only = needed_only
+        results[needed_only] = inp.inpaint(image, hole)
+    for kind in ("raw", "composite"):
+        dense, needed = (getattr(results[k], kind).astype(int) for k in (False, True))
+        differ = np.abs(dense - needed)
+        assert differ.max() <= 1 and (differ > 0).mean() < 1e-3, kind
+    assert np.array_equal(results[True].composite[~hole], image[~hole])
+    # Without the margin the resampling after the network reads pixels not computed.
+    monkeypatch.setattr(core.inference, "NEEDED_MARGIN", 0)
+    monkeypatch.setattr(core.sparse_decoder, "GATHER_MAX_FRACTION", 1.0)
+    inp = Inpainter(model, device="cpu", precision="fp32", work_size=256, max_hole_radius=16,
+                    passes=3, edge_band=8)
+    bare = inp.inpaint(image, hole).composite.astype(int)
+    assert np.abs(bare - results[False].composite.astype(int)).max() > 1

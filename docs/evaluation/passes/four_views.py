@@ -22,9 +22,9 @@ def patched_init(self, *a, **k):
     orig_init(self, *a, **k)
 
 
-def forward4(self, image_t, valid_t, passes=1):
+def forward4(self, image_t, valid_t, passes=1, needed_t=None):
     if passes < 3:
-        return orig_forward(self, image_t, valid_t, passes)
+        return orig_forward(self, image_t, valid_t, passes, needed_t)
     dtype = self.autocast_dtype
     flips = [(), (-1,), (-2,), (-1, -2)]
     with torch.inference_mode(), torch.autocast(
