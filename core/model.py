@@ -310,7 +310,7 @@ class PConvUNet(nn.Module):
             scale, new_mask = plan[self.layers + i]
             skip = features[self.layers - 1 - i]
             last = i == self.layers - 1
-            if sparse and gather_pays(wanted[self.layers - 1 - i]):
+            if sparse and gather_pays(wanted[self.layers - 1 - i], self.layers - 1 - i):
                 skip_mat, phase_mats = self._phase_kernels.matrices(
                     i, layer.conv.weight, self.decoder_widths[i][0])
                 low = padded if padded is not None else padded_channels_last(out)

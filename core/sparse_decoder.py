@@ -22,9 +22,12 @@ from torch import nn
 
 from core.pconv import PartialConv2d
 
-# A layer gathers when at most this fraction of its output pixels is needed; above it the
-# dense convolution is cheaper (bench/speed.py --parts needed; docs/performance.md).
-GATHER_MAX_FRACTION = 0.5
+# Decoder level L gathers when at most GATHER_MAX_FRACTION[L] of its output pixels are needed
+# (the last entry for all deeper levels); above that the dense convolution is cheaper. The
+# output level's matrix product has 3 columns, a poor fit, so it gathers only for few pixels;
+# from level 2 on (128+ channels) gathering was faster at any fraction, as the dense form's
+# per-phase adds and re-weighting pass over the whole map (bench/needed_rules.py).
+GATHER_MAX_FRACTION = (0.1, 0.5, 1.0)
 
 # Offsets of the 2 x 2 low-resolution window of each output phase in the matrices below.
 _PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -52,17 +55,11 @@ def needed_pyramid(needed: torch.Tensor, levels: int) -> list[torch.Tensor]:
     return maps
 
 
-# Maps of at most this many pixels per image always gather: there the dense convolution is
-# bound by reading its weights (reordered on every call), a matrix product reads them once.
-GATHER_ALWAYS_PIXELS = 1024
-
-
-def gather_pays(wanted: torch.Tensor) -> bool:
-    """Whether gathering beats the dense convolution for a level whose needed map is
-    ``wanted``."""
-    per_image = wanted.shape[-2] * wanted.shape[-1]
-    return (per_image <= GATHER_ALWAYS_PIXELS
-            or int(wanted.sum()) <= GATHER_MAX_FRACTION * wanted.numel())
+def gather_pays(wanted: torch.Tensor, level: int) -> bool:
+    """Whether gathering beats the dense convolution for decoder level ``level`` (0 = the
+    output) whose needed map is ``wanted``."""
+    limit = GATHER_MAX_FRACTION[min(level, len(GATHER_MAX_FRACTION) - 1)]
+    return limit >= 1.0 or int(wanted.sum()) <= limit * wanted.numel()
 
 
 def padded_channels_last(features: torch.Tensor) -> torch.Tensor:

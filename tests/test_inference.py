@@ -673,7 +673,7 @@ def test_computing_only_the_needed_pixels_changes_no_result(rng, monkeypatch):
     assert np.array_equal(results[True].composite[~hole], image[~hole])
     # Without the margin the resampling after the network reads pixels not computed.
     monkeypatch.setattr(core.inference, "NEEDED_MARGIN", 0)
-    monkeypatch.setattr(core.sparse_decoder, "GATHER_MAX_FRACTION", 1.0)
+    monkeypatch.setattr(core.sparse_decoder, "GATHER_MAX_FRACTION", (1.0,))
     inp = Inpainter(model, device="cpu", precision="fp32", work_size=256, max_hole_radius=16,
                     passes=3, edge_band=8)
     bare = inp.inpaint(image, hole).composite.astype(int)
