@@ -66,8 +66,12 @@ def padded_channels_last(features: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) -> (N, H + 2, W + 2, C), zero-padded by one pixel: each pixel's channels
     contiguous, so gathering a window copies whole rows."""
     n_items, channels, h, w = features.shape
-    out = features.new_zeros(n_items, h + 2, w + 2, channels)
+    out = features.new_empty(n_items, h + 2, w + 2, channels)
     out[:, 1:-1, 1:-1].copy_(features.permute(0, 2, 3, 1))
+    out[:, 0].zero_()  # only the border: the interior is all written
+    out[:, -1].zero_()
+    out[:, :, 0].zero_()
+    out[:, :, -1].zero_()
     return out
 
 

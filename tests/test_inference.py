@@ -678,3 +678,29 @@ def test_computing_only_the_needed_pixels_changes_no_result(rng, monkeypatch):
                     passes=3, edge_band=8)
     bare = inp.inpaint(image, hole).composite.astype(int)
     assert np.abs(bare - results[False].composite.astype(int)).max() > 1
+
+
+@pytest.mark.parametrize("shape", [(40, 52), (5, 30), (3, 3)])
+def test_blur_window_equals_blurring_the_whole_image(rng, shape):
+    """Both sigmas from one read of the window, each equal to a depthwise conv2d of the whole
+    image with torch's border padding (mirrored; repeated where the image is smaller than the
+    kernel), cut to the window."""
+    import torch.nn.functional as F
+
+    from core.inference import _blur_window
+
+    image = rng.integers(0, 256, (*shape, 3), dtype=np.uint8)
+    rows, cols = (1, shape[0]), (0, max(1, shape[1] - 2))
+    got = _blur_window(image, rows, cols, (0.6, 2.5))
+    for sigma, blurred in zip((0.6, 2.5), got):
+        radius = max(1, int(np.ceil(3.0 * sigma)))
+        x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+        kernel = torch.exp(-(x * x) / (2.0 * sigma * sigma))
+        kernel = kernel / kernel.sum()
+        mode = "reflect" if min(shape) > radius else "replicate"
+        img = torch.from_numpy(image).permute(2, 0, 1)[None].float()
+        img = F.pad(img, (radius,) * 4, mode=mode)
+        img = F.conv2d(img, kernel.view(1, 1, 1, -1).repeat(3, 1, 1, 1), groups=3)
+        img = F.conv2d(img, kernel.view(1, 1, -1, 1).repeat(3, 1, 1, 1), groups=3)[0]
+        want = img[:, rows[0] : rows[1], cols[0] : cols[1]]
+        torch.testing.assert_close(blurred, want, rtol=0, atol=1e-3)
