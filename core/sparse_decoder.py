@@ -28,6 +28,8 @@ from core.pconv import PartialConv2d
 # from level 2 on (128+ channels) gathering was faster at any fraction, as the dense form's
 # per-phase adds and re-weighting pass over the whole map (bench/needed_rules.py).
 GATHER_MAX_FRACTION = (0.1, 0.5, 1.0)
+# Values gathered for one matrix product at most (8 MB in bf16): bounds the memory.
+GATHER_CHUNK_ELEMENTS = 1 << 22
 
 # Offsets of the 2 x 2 low-resolution window of each output phase in the matrices below.
 _PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -104,45 +106,50 @@ def gathered_layer(
     taps3 = (torch.arange(3, device=device)[:, None] * wide
              + torch.arange(3, device=device)[None, :]).view(1, 9)
     taps2 = torch.tensor([0, 1, low_wide, low_wide + 1], device=device).view(1, 4)
+    # Pixels per matrix product: the gathered windows stay within GATHER_CHUNK_ELEMENTS
+    # values whatever the map's size (a full 512 px level of 128 channels is 300M values).
+    chunk = max(1, GATHER_CHUNK_ELEMENTS // (9 * c_skip + 4 * c_low))
     out: torch.Tensor | None = None
     for n in range(n_items):
         ys, xs = wanted[n, 0].nonzero(as_tuple=True)
-        if ys.numel() == 0:
-            continue
-        # Pixels ordered by phase, so each phase's matrix product writes a block of rows.
+        # Pixels ordered by phase, so each phase's kernels apply to a block of rows.
         phase = (ys % 2) * 2 + xs % 2
         order = torch.argsort(phase, stable=True)
         ys, xs = ys[order], xs[order]
         counts = torch.bincount(phase, minlength=4).tolist()
-        count = ys.numel()
-        # Skip half: each pixel's 3 x 3 window (padded coordinates), taps then channels.
-        index = (ys * wide + xs)[:, None] + taps3
-        rows = skip_padded[n].view(-1, c_skip).index_select(0, index.view(-1))
-        raw = torch.mm(rows.view(count, 9 * c_skip).to(dtype), skip_mat.t())
-        # Upsampled half: phase (a, b) of output (2i + a, 2j + b) reads the padded low map at
-        # rows i + a .. i + a + 1 and columns j + b .. j + b + 1.
+        skip_rows = skip_padded[n].view(-1, c_skip)
         low_rows = low_padded[n].view(-1, c_low)
-        start = 0
+        begin = 0
         for block, (a, b) in enumerate(_PHASES):
-            stop = start + counts[block]
-            if stop > start:
-                base = (ys[start:stop] // 2 + a) * low_wide + xs[start:stop] // 2 + b
+            end = begin + counts[block]
+            for start in range(begin, end, chunk):
+                stop = min(end, start + chunk)
+                count = stop - start
+                py, px = ys[start:stop], xs[start:stop]
+                # Skip half: each pixel's 3 x 3 window (padded coordinates), taps then
+                # channels, as in the matrix.
+                index = (py * wide + px)[:, None] + taps3
+                rows = skip_rows.index_select(0, index.view(-1)).view(count, 9 * c_skip)
+                raw = torch.mm(rows.to(dtype), skip_mat.t())
+                # Upsampled half: phase (a, b) of output (2i + a, 2j + b) reads the padded low
+                # map at rows i + a .. i + a + 1 and columns j + b .. j + b + 1.
+                base = (py // 2 + a) * low_wide + px // 2 + b
                 cols = low_rows.index_select(0, (base[:, None] + taps2).view(-1))
-                raw[start:stop].addmm_(cols.view(stop - start, 4 * c_low).to(dtype),
-                                       phase_mats[block].t())
-            start = stop
-        # Pixels as the batch dimension: the re-weighting, BN and activation are per pixel.
-        flat = ys * w + xs
-        pixel_scale = scale[n].reshape(-1)[flat].view(count, 1, 1, 1)
-        pixel_mask = new_mask[n].reshape(-1)[flat].view(count, 1, 1, 1)
-        values = layer.reweight(raw.view(count, out_ch, 1, 1), pixel_scale, pixel_mask,
-                                zero_holes=last)
-        if not last:
-            values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
-        if out is None:
-            out = torch.zeros(n_items, hp, wide, out_ch, dtype=values.dtype, device=device)
-        out[n].view(-1, out_ch).index_copy_(0, (ys + 1) * wide + xs + 1,
-                                            values.view(count, out_ch))
+                raw.addmm_(cols.view(count, 4 * c_low).to(dtype), phase_mats[block].t())
+                # Pixels as the batch dimension: re-weighting, BN, activation are per pixel.
+                flat = py * w + px
+                pixel_scale = scale[n].reshape(-1)[flat].view(count, 1, 1, 1)
+                pixel_mask = new_mask[n].reshape(-1)[flat].view(count, 1, 1, 1)
+                values = layer.reweight(raw.view(count, out_ch, 1, 1), pixel_scale, pixel_mask,
+                                        zero_holes=last)
+                if not last:
+                    values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
+                if out is None:
+                    out = torch.zeros(n_items, hp, wide, out_ch, dtype=values.dtype,
+                                      device=device)
+                out[n].view(-1, out_ch).index_copy_(0, (py + 1) * wide + px + 1,
+                                                    values.view(count, out_ch))
+            begin = end
     if out is None:
         out = torch.zeros(n_items, hp, wide, out_ch, dtype=dtype, device=device)
     return out

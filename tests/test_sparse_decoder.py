@@ -29,7 +29,7 @@ def _needed(n: int, h: int, w: int, seed: int) -> torch.Tensor:
     return needed
 
 
-@pytest.mark.parametrize("mode", ["default", "all_gathered", "alternating"])
+@pytest.mark.parametrize("mode", ["default", "all_gathered", "alternating", "small_chunks"])
 def test_needed_pixels_equal_dense_output(mode, monkeypatch):
     """float64: the gathered layers are the dense layer's sums in another order, so equal to
     rounding; pixels that are not needed differ (they are not computed)."""
@@ -40,6 +40,9 @@ def test_needed_pixels_equal_dense_output(mode, monkeypatch):
     needed = _needed(2, 64, 96, 3)
     if mode == "all_gathered":
         monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", (1.0,))
+    elif mode == "small_chunks":  # a few pixels per matrix product, chunks across phases
+        monkeypatch.setattr(sparse, "GATHER_MAX_FRACTION", (1.0,))
+        monkeypatch.setattr(sparse, "GATHER_CHUNK_ELEMENTS", 2000)
     elif mode == "alternating":  # dense layers between gathered ones, both ways round
         calls = []
 
