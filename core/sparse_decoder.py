@@ -28,8 +28,8 @@ from core.pconv import PartialConv2d
 # from level 2 on (128+ channels) gathering was faster at any fraction, as the dense form's
 # per-phase adds and re-weighting pass over the whole map (bench/needed_rules.py).
 GATHER_MAX_FRACTION = (0.1, 0.5, 1.0)
-# Values gathered for one matrix product at most (8 MB in bf16): bounds the memory.
-GATHER_CHUNK_ELEMENTS = 1 << 22
+# Values gathered for one matrix product at most (16 MB in bf16): bounds the memory.
+GATHER_CHUNK_ELEMENTS = 1 << 23
 
 # Offsets of the 2 x 2 low-resolution window of each output phase in the matrices below.
 _PHASES = ((0, 0), (0, 1), (1, 0), (1, 1))
@@ -119,37 +119,41 @@ def gathered_layer(
         counts = torch.bincount(phase, minlength=4).tolist()
         skip_rows = skip_padded[n].view(-1, c_skip)
         low_rows = low_padded[n].view(-1, c_low)
-        begin = 0
-        for block, (a, b) in enumerate(_PHASES):
-            end = begin + counts[block]
-            for start in range(begin, end, chunk):
-                stop = min(end, start + chunk)
-                count = stop - start
-                py, px = ys[start:stop], xs[start:stop]
-                # Skip half: each pixel's 3 x 3 window (padded coordinates), taps then
-                # channels, as in the matrix.
-                index = (py * wide + px)[:, None] + taps3
-                rows = skip_rows.index_select(0, index.view(-1)).view(count, 9 * c_skip)
-                raw = torch.mm(rows.to(dtype), skip_mat.t())
-                # Upsampled half: phase (a, b) of output (2i + a, 2j + b) reads the padded low
-                # map at rows i + a .. i + a + 1 and columns j + b .. j + b + 1.
-                base = (py // 2 + a) * low_wide + px // 2 + b
+        bounds = [0]
+        for phase_count in counts:
+            bounds.append(bounds[-1] + phase_count)
+        for start in range(0, bounds[-1], chunk):
+            stop = min(bounds[-1], start + chunk)
+            count = stop - start
+            py, px = ys[start:stop], xs[start:stop]
+            # Skip half: each pixel's 3 x 3 window (padded coordinates), taps then channels,
+            # as in the matrix; one product for all phases (the deep levels are bound by
+            # reading the matrix).
+            index = (py * wide + px)[:, None] + taps3
+            rows = skip_rows.index_select(0, index.view(-1)).view(count, 9 * c_skip)
+            raw = torch.mm(rows.to(dtype), skip_mat.t())
+            # Upsampled half: phase (a, b) of output (2i + a, 2j + b) reads the padded low map
+            # at rows i + a .. i + a + 1 and columns j + b .. j + b + 1.
+            for block, (a, b) in enumerate(_PHASES):
+                lo, hi = max(start, bounds[block]), min(stop, bounds[block + 1])
+                if lo >= hi:
+                    continue
+                base = (ys[lo:hi] // 2 + a) * low_wide + xs[lo:hi] // 2 + b
                 cols = low_rows.index_select(0, (base[:, None] + taps2).view(-1))
-                raw.addmm_(cols.view(count, 4 * c_low).to(dtype), phase_mats[block].t())
-                # Pixels as the batch dimension: re-weighting, BN, activation are per pixel.
-                flat = py * w + px
-                pixel_scale = scale[n].reshape(-1)[flat].view(count, 1, 1, 1)
-                pixel_mask = new_mask[n].reshape(-1)[flat].view(count, 1, 1, 1)
-                values = layer.reweight(raw.view(count, out_ch, 1, 1), pixel_scale, pixel_mask,
-                                        zero_holes=last)
-                if not last:
-                    values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
-                if out is None:
-                    out = torch.zeros(n_items, hp, wide, out_ch, dtype=values.dtype,
-                                      device=device)
-                out[n].view(-1, out_ch).index_copy_(0, (py + 1) * wide + px + 1,
-                                                    values.view(count, out_ch))
-            begin = end
+                raw[lo - start : hi - start].addmm_(cols.view(hi - lo, 4 * c_low).to(dtype),
+                                                    phase_mats[block].t())
+            # Pixels as the batch dimension: re-weighting, BN and activation are per pixel.
+            flat = py * w + px
+            pixel_scale = scale[n].reshape(-1)[flat].view(count, 1, 1, 1)
+            pixel_mask = new_mask[n].reshape(-1)[flat].view(count, 1, 1, 1)
+            values = layer.reweight(raw.view(count, out_ch, 1, 1), pixel_scale, pixel_mask,
+                                    zero_holes=last)
+            if not last:
+                values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
+            if out is None:
+                out = torch.zeros(n_items, hp, wide, out_ch, dtype=values.dtype, device=device)
+            out[n].view(-1, out_ch).index_copy_(0, (py + 1) * wide + px + 1,
+                                                values.view(count, out_ch))
     if out is None:
         out = torch.zeros(n_items, hp, wide, out_ch, dtype=dtype, device=device)
     return out
