@@ -19,7 +19,7 @@ import torch
 from PIL import Image
 
 from core.checkpoint import CheckpointError, model_from_checkpoint
-from core.masks import binarize_mask
+from core.masks import binarize_mask, grow_mask
 from core.model import PConvUNet
 from core.resources import shipped_model_path
 
@@ -264,20 +264,6 @@ def _erode(hole: np.ndarray) -> np.ndarray:
     return out
 
 
-def _grow(mask: np.ndarray, radius: int) -> np.ndarray:
-    """``mask`` dilated by ``radius`` pixels (chessboard): separable, 4 * radius boolean
-    passes (50x faster than a max-pool of the same window on a 512 px crop)."""
-    rows = mask.copy()
-    for step in range(1, radius + 1):
-        rows[:, step:] |= mask[:, :-step]
-        rows[:, :-step] |= mask[:, step:]
-    out = rows.copy()
-    for step in range(1, radius + 1):
-        out[step:] |= rows[:-step]
-        out[:-step] |= rows[step:]
-    return out
-
-
 def _tight(hole: np.ndarray) -> np.ndarray:
     """The part of ``hole`` inside its bounding box plus a one-pixel ring: erosions give the
     same result there as on the whole mask (the ring is known pixels, or the mask's edge)."""
@@ -377,22 +363,17 @@ def _taps(image: torch.Tensor, kernel: torch.Tensor, dim: int) -> torch.Tensor:
     return out
 
 
-def _dilate(known: np.ndarray) -> np.ndarray:
-    """One 3 x 3 dilation of a bool mask (pixels outside it count as not set)."""
-    return ~_erode(~known)
-
-
 def _known_distance(hole: np.ndarray, cap: int) -> np.ndarray:
     """Chessboard distance (float32) of each pixel to the nearest known one, capped at
     ``cap``: 0 on known pixels, 1 on a hole's rim. Grows the known region one 3 x 3 step at
-    a time, so it costs ``cap`` erosions at most."""
+    a time, so it costs ``cap`` 3 x 3 dilations at most."""
     known = ~hole
     distance = np.zeros(hole.shape, np.float32)
     for _ in range(cap):
         distance += ~known
         if known.all():
             break
-        known = _dilate(known)
+        known = grow_mask(known, 1)
     return distance
 
 
@@ -762,7 +743,7 @@ class Inpainter:
         needed_t = None
         if self.needed_only:
             # The hole pixels and those the resampling after the network reads around them.
-            needed_t = torch.from_numpy(_grow(np.pad(hole, pad), NEEDED_MARGIN))[None, None]
+            needed_t = torch.from_numpy(grow_mask(np.pad(hole, pad), NEEDED_MARGIN))[None, None]
         try:
             out = self._forward(image_t, valid_t, passes, needed_t)
         except torch.OutOfMemoryError:

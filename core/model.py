@@ -124,8 +124,6 @@ class PhaseKernelCache:
             dtype = torch.get_autocast_dtype(weight.device.type)
         if torch.is_grad_enabled() or torch.compiler.is_compiling() or weight.is_inference() \
                 or (weight.is_cuda and torch.cuda.is_current_stream_capturing()):
-            if build is self._split:
-                return weight[:, up_width:], phase_kernels(weight[:, :up_width])
             return build(weight, up_width, dtype)
         key = (weight._version, weight.data_ptr(), weight.shape, weight.dtype, weight.device,
                dtype, up_width)
@@ -307,16 +305,16 @@ class PConvUNet(nn.Module):
         wanted = needed_pyramid(needed, self.layers) if sparse else []
         padded = None  # ``out`` zero-padded by one pixel, when a gathered layer made it
         for i, (layer, bn) in enumerate(zip(self.decoder, self.decoder_bn)):
+            level = self.layers - 1 - i  # of the output: 0 is full resolution
             scale, new_mask = plan[self.layers + i]
-            skip = features[self.layers - 1 - i]
-            last = i == self.layers - 1
-            if sparse and gather_pays(wanted[self.layers - 1 - i], self.layers - 1 - i):
+            skip = features[level]
+            last = level == 0
+            if sparse and gather_pays(wanted[level], level):
                 skip_mat, phase_mats = self._phase_kernels.matrices(
                     i, layer.conv.weight, self.decoder_widths[i][0])
                 low = padded if padded is not None else padded_channels_last(out)
-                padded = gathered_layer(low, padded_channels_last(skip),
-                                        wanted[self.layers - 1 - i], skip_mat, phase_mats,
-                                        layer, bn, scale, new_mask, last)
+                padded = gathered_layer(low, padded_channels_last(skip), wanted[level],
+                                        skip_mat, phase_mats, layer, bn, scale, new_mask, last)
                 out = padded[:, 1:-1, 1:-1].permute(0, 3, 1, 2)
                 continue
             padded = None

@@ -109,7 +109,8 @@ def gathered_layer(
     # Pixels per matrix product: the gathered windows stay within GATHER_CHUNK_ELEMENTS
     # values whatever the map's size (a full 512 px level of 128 channels is 300M values).
     chunk = max(1, GATHER_CHUNK_ELEMENTS // (9 * c_skip + 4 * c_low))
-    out: torch.Tensor | None = None
+    # (Re-weighting, BN and activation keep the products' dtype.)
+    out = torch.zeros(n_items, hp, wide, out_ch, dtype=dtype, device=device)
     for n in range(n_items):
         ys, xs = wanted[n, 0].nonzero(as_tuple=True)
         # Pixels ordered by phase, so each phase's kernels apply to a block of rows.
@@ -150,10 +151,6 @@ def gathered_layer(
                                     zero_holes=last)
             if not last:
                 values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
-            if out is None:
-                out = torch.zeros(n_items, hp, wide, out_ch, dtype=values.dtype, device=device)
             out[n].view(-1, out_ch).index_copy_(0, (py + 1) * wide + px + 1,
                                                 values.view(count, out_ch))
-    if out is None:
-        out = torch.zeros(n_items, hp, wide, out_ch, dtype=dtype, device=device)
     return out
