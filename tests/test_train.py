@@ -27,6 +27,7 @@ from PIL import Image
 
 from core.checkpoint import load_checkpoint, model_from_checkpoint
 from core.inference import Inpainter
+from core.train import TrainConfig, parse_args, scheduled_lr
 
 ROOT = Path(__file__).resolve().parent.parent
 # Seconds to wait for any one trainer subprocess: alone each takes ~5-10 s, but all of them
@@ -183,7 +184,8 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
     if name == "finetune":
         init = runs.done("base").expect(0).out / "latest.pt"
         return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune",
-                    "--val-data", str(d["val"]), "--val-every", "2", "--mask-reuse", "3"],
+                    "--val-data", str(d["val"]), "--val-every", "2", "--mask-reuse", "3",
+                    "--lr-schedule", "cosine", "--log-every", "1"],
                    base / name, home)
     raise KeyError(name)
 
@@ -385,6 +387,30 @@ def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
         assert changed, f"no decoder BN {suffix} changed"
     assert not torch.equal(after["model"]["encoder.1.conv.weight"],
                            before["encoder.1.conv.weight"])
+    # The cosine schedule over 2 steps: step 1 at the full 5e-5, step 2 halfway down.
+    lrs = [ln.split()[-1] for ln in (run.out / "log.txt").read_text().splitlines()
+           if ln.startswith("step ")]
+    assert lrs == ["lr=5e-05", "lr=2.5e-05"], run.report()
+    assert [g["lr"] for g in after["optimizer"]["param_groups"]] == [2.5e-05]
+    assert "lr 5e-05 (cosine to 0)" in run.stdout
+
+
+def test_cosine_schedule_ends_at_the_floor() -> None:
+    cfg = TrainConfig(lr=2e-4, lr_schedule="cosine", lr_floor=1e-5)
+    rates = [scheduled_lr(cfg, p) for p in (-0.5, 0.0, 0.25, 0.5, 1.0, 3.0)]
+    assert rates[0] == rates[1] == pytest.approx(2e-4)
+    assert rates[2] == pytest.approx(1e-5 + 1.9e-4 * (1 + math.cos(math.pi / 4)) / 2)
+    assert rates[3] == pytest.approx(1.05e-4)
+    assert rates[4] == rates[5] == pytest.approx(1e-5)
+    assert all(a > b for a, b in zip(rates[1:5], rates[2:5]))
+    assert scheduled_lr(TrainConfig(lr=2e-4), 0.9) == 2e-4  # constant by default
+
+
+def test_lr_floor_above_the_rate_is_refused(capsys: pytest.CaptureFixture) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse_args(["--data", "x", "--lr-floor", "3e-4"])
+    assert exc.value.code == 2
+    assert "--lr-floor must be between 0 and the learning rate" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(runs: Runs) -> None:
@@ -447,8 +473,6 @@ def test_ddp_two_cpu_processes(runs: Runs) -> None:
 
 
 def test_mask_reuse_below_one_is_refused(capsys: pytest.CaptureFixture) -> None:
-    from core.train import parse_args
-
     assert parse_args(["--data", "x", "--mask-reuse", "4"]).mask_reuse == 4.0
     with pytest.raises(SystemExit):
         parse_args(["--data", "x", "--mask-reuse", "0.5"])
