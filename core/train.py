@@ -60,6 +60,7 @@ class TrainConfig:
     lr: float | None = None  # default 2e-4, or 5e-5 with --finetune
     lr_schedule: str = "constant"  # or "cosine": to lr_floor over this invocation's budget
     lr_floor: float = 0.0
+    lr_warmup: int = 0  # steps of linear warm-up at the start of this invocation
     finetune: bool = False
     resume: str | None = None
     init: str | None = None  # start from these weights (new optimizer)
@@ -109,6 +110,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                         "--max-minutes, whichever is nearer")
     p.add_argument("--lr-floor", type=float, default=d.lr_floor,
                    help="learning rate at the end of a cosine schedule (default 0)")
+    p.add_argument("--lr-warmup", type=int, default=d.lr_warmup,
+                   help="steps of linear warm-up from --lr / N (a fresh Adam state's first "
+                        "steps move every weight by the full rate)")
     p.add_argument("--finetune", action="store_true", help="freeze encoder BN, lr 5e-5")
     p.add_argument("--resume", help="continue a run from its checkpoint (step, optimizer, RNG)")
     p.add_argument("--init", help="start from a checkpoint's weights with a fresh optimizer")
@@ -144,20 +148,26 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     if not 0.0 <= ns.lr_floor <= (ns.lr if ns.lr is not None else 5e-5 if ns.finetune
                                    else 2e-4):
         p.error(f"--lr-floor must be between 0 and the learning rate, got {ns.lr_floor}")
+    if ns.lr_warmup < 0:
+        p.error(f"--lr-warmup must be a number of steps, got {ns.lr_warmup}")
     if not ns.mask_reuse >= 1.0:
         p.error(f"--mask-reuse must be at least 1, got {ns.mask_reuse}")
     return TrainConfig(**{k: v for k, v in vars(ns).items()})
 
 
-def scheduled_lr(cfg: TrainConfig, progress: float) -> float:
-    """The learning rate after ``progress`` (0..1) of this invocation's budget. A fixed budget
-    of GPU minutes is best spent ending at a low rate: the constant rate's step noise is what
-    keeps the validation PSNR jumping by a few hundredths of a dB between checks."""
+def scheduled_lr(cfg: TrainConfig, progress: float, step: int = 0) -> float:
+    """The learning rate for this invocation's step ``step`` (0-based), ``progress`` (0..1)
+    into its budget. A fixed budget of GPU minutes is best spent ending at a low rate: the
+    constant rate's step noise is what keeps the validation PSNR jumping by a few hundredths
+    of a dB between checks. The warm-up matters when ``--init`` starts a fresh Adam state
+    on trained weights."""
     base = cfg.resolved_lr()
-    if cfg.lr_schedule == "constant":
-        return base
-    progress = min(max(progress, 0.0), 1.0)
-    return cfg.lr_floor + (base - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if cfg.lr_schedule == "cosine":
+        progress = min(max(progress, 0.0), 1.0)
+        base = cfg.lr_floor + (base - cfg.lr_floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+    if step < cfg.lr_warmup:
+        base *= (step + 1) / cfg.lr_warmup
+    return base
 
 
 # -- distributed helpers ------------------------------------------------------------------
@@ -566,9 +576,10 @@ class Trainer:
                 if stop:
                     reason = "time limit reached" if self.stop_signal is None else "signal"
                     break
-                if cfg.lr_schedule != "constant":
-                    step_progress = (self.step - start_step) / max(cfg.max_steps - start_step, 1)
-                    lr = scheduled_lr(cfg, max(step_progress, time_progress))
+                if cfg.lr_schedule != "constant" or self.step - start_step < cfg.lr_warmup:
+                    done = self.step - start_step
+                    step_progress = done / max(cfg.max_steps - start_step, 1)
+                    lr = scheduled_lr(cfg, max(step_progress, time_progress), done)
                     for group in self.optimizer.param_groups:
                         group["lr"] = lr
                 fetch = time.perf_counter()

@@ -180,7 +180,7 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
         out = base / name
         shutil.copytree(runs.done("nan").expect(1).out, out)
         return Run([*plain, "--resume", str(out / "latest.pt"), "--max-steps", "5",
-                    "--lr", "1e-4", "--log-every", "1"], out, home)
+                    "--lr", "1e-4", "--log-every", "1", "--lr-warmup", "2"], out, home)
     if name == "finetune":
         init = runs.done("base").expect(0).out / "latest.pt"
         return Run([*plain, "--max-steps", "2", "--init", str(init), "--finetune",
@@ -363,6 +363,9 @@ def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
     # The NaN run logged nothing (it logged every 4 steps and stopped at step 4 on step 3's
     # NaN); the resumed run logs steps 3-5.
     assert steps == ["3", "4", "5"], run.report()
+    lrs = [ln.split()[-1] for ln in (run.out / "log.txt").read_text().splitlines()
+           if ln.startswith("step ")]
+    assert lrs == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()  # --lr-warmup 2
     assert "done (max steps reached): step 5," in run.stdout, run.report()
 
 
@@ -404,6 +407,11 @@ def test_cosine_schedule_ends_at_the_floor() -> None:
     assert rates[4] == rates[5] == pytest.approx(1e-5)
     assert all(a > b for a, b in zip(rates[1:5], rates[2:5]))
     assert scheduled_lr(TrainConfig(lr=2e-4), 0.9) == 2e-4  # constant by default
+    warm = TrainConfig(lr=2e-4, lr_warmup=4)
+    assert [scheduled_lr(warm, 0.5, s) for s in range(6)] == pytest.approx(
+        [5e-5, 1e-4, 1.5e-4, 2e-4, 2e-4, 2e-4])
+    warm.lr_schedule = "cosine"
+    assert scheduled_lr(warm, 0.5, 1) == pytest.approx(1e-4 * 0.5)
 
 
 def test_lr_floor_above_the_rate_is_refused(capsys: pytest.CaptureFixture) -> None:
