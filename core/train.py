@@ -645,11 +645,15 @@ class Trainer:
                 best = self.out / "best.pt"
                 source = best if best.exists() else self.out / "latest.pt"
                 model = build_model(self.model.config)
-                model.load_state_dict(load_checkpoint(source)["model"])
+                chosen = load_checkpoint(source)
+                model.load_state_dict(chosen["model"])
                 save_model_file(cfg.export, model, half=True,
                                 extra={"work_size": cfg.work_size,
                                        "max_hole_radius": max_hole_radius(cfg.image_size)})
-                print(f"exported {source.name} as fp16 safetensors to {cfg.export}", flush=True)
+                psnr = chosen.get("best_psnr")
+                print(f"exported {source.name} (step {chosen['step']}"
+                      f"{f', val PSNR {psnr:.4f}' if psnr is not None else ''}) as fp16 "
+                      f"safetensors to {cfg.export}", flush=True)
             self.log_file.close()
             if self.writer is not None:
                 self.writer.close()

@@ -320,7 +320,9 @@ def test_train_writes_checkpoint_that_inference_loads(runs: Runs) -> None:
 
     export = runs.dirs["base"] / "export.safetensors"
     assert export.is_file()
-    assert "exported" in run.stdout
+    best = load_checkpoint(run.out / "best.pt")
+    assert f"exported best.pt (step {best['step']}, val PSNR {best['best_psnr']:.4f})" \
+        in run.stdout, run.report()
     exported = Inpainter.from_checkpoint(export, device="cpu")
     assert exported.work_size == 64
     assert next(exported.model.parameters()).dtype == torch.float32  # fp16 file, fp32 model
