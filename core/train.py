@@ -145,14 +145,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--export", help="also save the best model as fp16 safetensors here")
     p.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
-    if not 0.0 <= ns.lr_floor <= (ns.lr if ns.lr is not None else 5e-5 if ns.finetune
-                                   else 2e-4):
-        p.error(f"--lr-floor must be between 0 and the learning rate, got {ns.lr_floor}")
-    if ns.lr_warmup < 0:
-        p.error(f"--lr-warmup must be a number of steps, got {ns.lr_warmup}")
-    if not ns.mask_reuse >= 1.0:
-        p.error(f"--mask-reuse must be at least 1, got {ns.mask_reuse}")
-    return TrainConfig(**{k: v for k, v in vars(ns).items()})
+    cfg = TrainConfig(**{k: v for k, v in vars(ns).items()})
+    if not 0.0 <= cfg.lr_floor <= cfg.resolved_lr():
+        p.error(f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}")
+    if cfg.lr_warmup < 0:
+        p.error(f"--lr-warmup must be a number of steps, got {cfg.lr_warmup}")
+    if not cfg.mask_reuse >= 1.0:
+        p.error(f"--mask-reuse must be at least 1, got {cfg.mask_reuse}")
+    return cfg
 
 
 def scheduled_lr(cfg: TrainConfig, progress: float, step: int = 0) -> float:
