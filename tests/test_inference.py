@@ -309,8 +309,8 @@ def test_thick_holes_run_at_a_coarser_scale(tiny_model_file, rng):
     thin[100:110, 50:450] = True  # radius 5: native resolution (hole plus context, unscaled)
     inp.inpaint(image, thin)
     # 10 rows of hole and 64 of context either side (the stroke is thin, however long), raised
-    # to the smallest crop (3/4 of the working size)
-    assert calls == [(384, 512, 3)]
+    # to the smallest crop (half the working size)
+    assert calls == [(256, 512, 3)]
 
 
 def test_edge_band_blends_a_working_scale_run_near_the_edge(rng):
@@ -354,9 +354,9 @@ def test_context_follows_the_holes_thickness_not_their_extent(rng):
     stroke = np.zeros((1200, 1200), bool)
     stroke[600:612, 100:1100] = True  # 1000 px long, 12 thick
     inp.inpaint(image, stroke)
-    # crop 384 x 1128 (stroke + 64 px each side, at least 384), shrunk to 512 wide; sized by
-    # its extent it was 1012 x 1200, shrunk to 432 x 512: 2.5x the network's work
-    assert calls == [(174, 512)]
+    # crop 256 x 1128 (stroke + 64 px each side, at least 256), shrunk to 512 wide; sized by
+    # its extent it was 1012 x 1200, shrunk to 432 x 512: 3.7x the network's work
+    assert calls == [(116, 512)]
     calls.clear()
     disc = np.zeros((1200, 1200), bool)
     yy, xx = np.ogrid[:1200, :1200]

@@ -1242,4 +1242,6 @@ def test_damaged_exif_keeps_mask_and_photo_usable(tmp_path):
 def test_min_crop_is_a_multiple_of_the_model(tmp_path):
     seven = Inpainter(PConvUNet(layers=7, width=4), device="cpu", work_size=512)
     eight = Inpainter(PConvUNet(layers=8, width=4), device="cpu", work_size=512)
-    assert seven.min_crop == 384 and eight.min_crop == 512
+    assert seven.min_crop == 256 and eight.min_crop == 256
+    wide = Inpainter(PConvUNet(layers=7, width=4), device="cpu", work_size=640)
+    assert wide.min_crop == 384  # half of 640 is 320, rounded up to a multiple of 128
