@@ -719,16 +719,31 @@ class Inpainter:
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
         margin = context
+        # with a ring of the known pixels around (a box wholly hole would never erode)
+        ring = hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
+        thickness = None  # the thickest hole's radius, when measured below its limit
         if span // 2 > context:
-            # with a ring of the known pixels around (a box wholly hole would never erode)
-            ring = hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
             per = max(1, int(self.context_per_thickness))
-            thickness = hole_thickness(ring, limit=span // (2 * per) + 1)
-            margin = max(context, min(span // 2, per * thickness))
+            limit = span // (2 * per) + 1
+            measured = hole_thickness(ring, limit=limit)
+            margin = max(context, min(span // 2, per * measured))
+            thickness = measured if measured < limit else None
+        floor = 0
+        if self.max_hole_radius:
+            # _fill_box shrinks a crop for max_hole_radius but keeps _MIN_SIDE px of it, so a
+            # thick hole in a small crop could reach the network thicker than the model was
+            # trained on: up to the working size (beyond it a crop is downscaled anyway), the
+            # crop must be large enough to shrink that far. (Measured again only for a compact
+            # box, at most 2 * context wide, or a thickness that stopped at its limit.)
+            cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1
+            if thickness is None:
+                thickness = hole_thickness(ring, limit=cap)
+            floor = min(self.work_size,
+                        math.ceil(_MIN_SIDE * min(thickness, cap) / self.max_hole_radius))
         # The hole plus its context (see _crop_side): a small hole needs no full working-size
         # pass around it.
-        t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
-        lft, rgt = _expand(left, right, self._crop_side(right - left + 2 * margin), w)
+        t, b = _expand(top, bottom, self._crop_side(max(bottom - top + 2 * margin, floor)), h)
+        lft, rgt = _expand(left, right, self._crop_side(max(right - left + 2 * margin, floor)), w)
         return t, b, lft, rgt
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str],

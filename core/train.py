@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     cfg = TrainConfig(**{k: v for k, v in vars(ns).items()})
     if not 0.0 <= cfg.lr_floor <= cfg.resolved_lr():
         p.error(f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}")
+    if cfg.max_minutes is not None and not cfg.max_minutes > 0:
+        p.error(f"--max-minutes must be positive, got {cfg.max_minutes}")
     if cfg.lr_warmup < 0:
         p.error(f"--lr-warmup must be a number of steps, got {cfg.lr_warmup}")
     if not cfg.mask_reuse >= 1.0:
@@ -539,6 +541,10 @@ class Trainer:
             self.validate()
         start = time.time()
         start_step = self.step
+        if self.ddp.main and cfg.resume and (cfg.lr_schedule != "constant" or cfg.lr_warmup):
+            # The schedule spans one invocation's budget; a checkpoint does not carry it on.
+            print(f"note: the learning-rate schedule starts again from step {self.step} over "
+                  f"this run's budget (--lr {cfg.resolved_lr():g})", file=sys.stderr, flush=True)
         bar = None
         if self.ddp.main:
             eff = cfg.batch_size * self.ddp.world
@@ -650,7 +656,7 @@ class Trainer:
                 save_model_file(cfg.export, model, half=True,
                                 extra={"work_size": cfg.work_size,
                                        "max_hole_radius": max_hole_radius(cfg.image_size)})
-                psnr = chosen.get("best_psnr")
+                psnr = chosen.get("best_psnr") if source == best else None  # best.pt's own
                 print(f"exported {source.name} (step {chosen['step']}"
                       f"{f', val PSNR {psnr:.4f}' if psnr is not None else ''}) as fp16 "
                       f"safetensors to {cfg.export}", flush=True)

@@ -368,6 +368,7 @@ def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
     lrs = [ln.split()[-1] for ln in (run.out / "log.txt").read_text().splitlines()
            if ln.startswith("step ")]
     assert lrs == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()  # --lr-warmup 2
+    assert "schedule starts again from step 2" in run.stderr, run.report()
     assert "done (max steps reached): step 5," in run.stdout, run.report()
 
 
@@ -416,11 +417,35 @@ def test_cosine_schedule_ends_at_the_floor() -> None:
     assert scheduled_lr(warm, 0.5, 1) == pytest.approx(1e-4 * 0.5)
 
 
+def test_budget_reports_the_share_of_max_minutes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The time-based progress the cosine schedule follows in GPU runs (--max-minutes)."""
+    import types
+
+    import core.train as train
+
+    now = [1000.0]
+    monkeypatch.setattr(train.time, "time", lambda: now[0])
+    trainer = types.SimpleNamespace(stop_signal=None, cfg=TrainConfig(max_minutes=2.0),
+                                    ddp=train.Dist())
+    assert train.Trainer._budget(trainer, 1000.0) == (False, 0.0)
+    now[0] = 1030.0
+    assert train.Trainer._budget(trainer, 1000.0) == (False, pytest.approx(0.25))
+    now[0] = 1120.0
+    assert train.Trainer._budget(trainer, 1000.0) == (True, pytest.approx(1.0))
+    trainer.cfg = TrainConfig(max_minutes=None)  # steps only: no time share
+    assert train.Trainer._budget(trainer, 0.0) == (False, 0.0)
+    trainer.stop_signal = 15
+    assert train.Trainer._budget(trainer, 0.0) == (True, 0.0)
+
+
 def test_lr_floor_above_the_rate_is_refused(capsys: pytest.CaptureFixture) -> None:
     with pytest.raises(SystemExit) as exc:
         parse_args(["--data", "x", "--lr-floor", "3e-4"])
     assert exc.value.code == 2
     assert "--lr-floor must be between 0 and the learning rate" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "x", "--max-minutes", "0"])
+    assert "--max-minutes must be positive" in capsys.readouterr().err
 
 
 def test_nan_loss_stops_and_keeps_last_good_checkpoint(runs: Runs) -> None:
