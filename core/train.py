@@ -786,6 +786,11 @@ def main(argv: list[str] | None = None) -> None:
         trainer = Trainer(cfg)
         trainer.setup()
         code = trainer.run()
+        if trainer.ddp.world > 1:
+            # The main process saves and exports after the loop; a process that tore its
+            # process group down meanwhile was seen to abort ("terminate called without an
+            # active exception") under load, failing the run: tear down together.
+            dist.barrier()
     except TrainingStopped as exc:
         if trainer is None or trainer.ddp.main:
             print(f"error: {exc}", file=sys.stderr, flush=True)
