@@ -472,6 +472,9 @@ class Inpainter:
     # Context on each side of a cluster, in multiples of its thickest hole's radius (see
     # _crop_window; docs/evaluation/large_photos/ compares settings).
     context_per_thickness = 2
+    # The smallest crop side around a hole, as a fraction of the working size (_crop_side;
+    # docs/evaluation/large_photos/crop_floor.py compares settings).
+    crop_floor = 0.5
 
     def __init__(
         self,
@@ -549,15 +552,14 @@ class Inpainter:
     def _crop_side(self, need: int) -> int:
         """The crop side for ``need`` pixels of hole and context.
 
-        At least half the working size (eighth session; 3/4 before). Small holes (discs of
-        radius 6-30 px, docs/evaluation/large_photos/crop_floor.py): +0.07 dB in the full-size
-        val originals (10 of 16 better) in 0.62x the time, -0.01 dB in the 24 val photos at
-        their own size (25 of 48 better, 20 worse) in 0.73x; brush strokes in the originals
-        +0.003 dB. An earlier model had lost 0.03 dB with it. Up to the working size, rounded
-        up to the model
-        multiple, so the network's padding is real photo, not a mirrored copy; a larger crop
-        is downscaled to the working size anyway."""
-        need = max(need, self.work_size // 2)
+        At least ``crop_floor`` (half) of the working size (eighth session; 3/4 before). Small
+        holes (discs of radius 6-30 px, docs/evaluation/large_photos/crop_floor.py): +0.07 dB
+        in the full-size val originals (10 of 16 better) in 0.62x the time, -0.01 dB in the 24
+        val photos at their own size (25 of 48 better, 20 worse) in 0.73x; brush strokes in
+        the originals +0.003 dB. An earlier model had lost 0.03 dB with it. Up to the working
+        size, rounded up to the model multiple, so the network's padding is real photo, not a
+        mirrored copy; a larger crop is downscaled to the working size anyway."""
+        need = max(need, int(self.work_size * self.crop_floor))
         if need > self.work_size:
             return need
         return min(self.work_size, math.ceil(need / self.multiple) * self.multiple)

@@ -582,12 +582,11 @@ class Trainer:
                 if stop:
                     reason = "time limit reached" if self.stop_signal is None else "signal"
                     break
-                if cfg.lr_schedule != "constant" or self.step - start_step < cfg.lr_warmup:
-                    done = self.step - start_step
-                    step_progress = done / max(cfg.max_steps - start_step, 1)
-                    lr = scheduled_lr(cfg, max(step_progress, time_progress), done)
-                    for group in self.optimizer.param_groups:
-                        group["lr"] = lr
+                done = self.step - start_step
+                step_progress = done / max(cfg.max_steps - start_step, 1)
+                lr = scheduled_lr(cfg, max(step_progress, time_progress), done)
+                for group in self.optimizer.param_groups:
+                    group["lr"] = lr
                 fetch = time.perf_counter()
                 batch = next(data_iter)
                 data_wait += time.perf_counter() - fetch

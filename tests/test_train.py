@@ -114,6 +114,12 @@ def _logged_step(log: Path) -> bool:
     )
 
 
+def _logged_lrs(out: Path) -> list[str]:
+    """The ``lr=`` field of each step line of a run's log.txt, in order."""
+    return [line.split()[-1] for line in (out / "log.txt").read_text().splitlines()
+            if line.startswith("step ")]
+
+
 def _free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
@@ -365,9 +371,8 @@ def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
     # The NaN run logged nothing (it logged every 4 steps and stopped at step 4 on step 3's
     # NaN); the resumed run logs steps 3-5.
     assert steps == ["3", "4", "5"], run.report()
-    lrs = [ln.split()[-1] for ln in (run.out / "log.txt").read_text().splitlines()
-           if ln.startswith("step ")]
-    assert lrs == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()  # --lr-warmup 2
+    # --lr-warmup 2: half the rate, then the full rate
+    assert _logged_lrs(run.out) == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()
     assert "schedule starts again from step 2" in run.stderr, run.report()
     assert "done (max steps reached): step 5," in run.stdout, run.report()
 
@@ -394,9 +399,7 @@ def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
     assert not torch.equal(after["model"]["encoder.1.conv.weight"],
                            before["encoder.1.conv.weight"])
     # The cosine schedule over 2 steps: step 1 at the full 5e-5, step 2 halfway down.
-    lrs = [ln.split()[-1] for ln in (run.out / "log.txt").read_text().splitlines()
-           if ln.startswith("step ")]
-    assert lrs == ["lr=5e-05", "lr=2.5e-05"], run.report()
+    assert _logged_lrs(run.out) == ["lr=5e-05", "lr=2.5e-05"], run.report()
     assert [g["lr"] for g in after["optimizer"]["param_groups"]] == [2.5e-05]
     assert "lr 5e-05 (cosine to 0)" in run.stdout
 

@@ -8,7 +8,8 @@ full-size val original (``scripts/fetch_val_originals.sh``; or any folder of pho
 seeds. Each is filled with the crop floor at
 each given fraction of the working size (the first is the reference); PSNR over the hole
 pixels of the composite and the ``inpaint()`` time on one CPU thread. Brush strokes are
-``large_eval.py``'s business; run it with ``_crop_side`` patched the same way to compare them.
+``large_eval.py``'s business; run it with ``Inpainter.crop_floor`` set the same way to compare
+them.
 """
 
 from __future__ import annotations
@@ -29,16 +30,6 @@ ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT)]
 
 from core import inference  # noqa: E402
-
-
-def crop_side_with_floor(fraction: float):  # noqa: ANN201
-    """``Inpainter._crop_side`` with its floor at ``fraction`` of the working size."""
-    def _crop_side(self, need: int) -> int:  # noqa: ANN001
-        need = max(need, int(self.work_size * fraction))
-        if need > self.work_size:
-            return need
-        return min(self.work_size, math.ceil(need / self.multiple) * self.multiple)
-    return _crop_side
 
 
 def blemishes(w: int, h: int, seed: int, count: int = 15) -> np.ndarray:
@@ -71,7 +62,7 @@ def main() -> None:
             hole = blemishes(w, h, seed, args.count)
             row = {"photo": path.name, "seed": seed}
             for floor in floors:
-                inference.Inpainter._crop_side = crop_side_with_floor(floor)
+                inp.crop_floor = floor
                 start = time.perf_counter()
                 out = inp.inpaint(photo, hole).composite
                 took = time.perf_counter() - start
