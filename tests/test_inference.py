@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -118,6 +119,92 @@ def test_cancel_between_steps(inpainter, rng):
     hole[5:9, 5:9] = True
     with pytest.raises(InpaintCancelled):
         inpainter.inpaint(image, hole, should_abort=lambda: True)
+
+
+@pytest.fixture
+def two_threads():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    yield
+    torch.set_num_threads(before)
+
+
+def _spread_holes() -> np.ndarray:
+    """Seven clusters far apart; the first (a U) has the sixth's holes inside its box."""
+    hole = np.zeros((260, 900), bool)
+    hole[10:14, 100:400] = hole[10:200, 100:104] = hole[10:200, 396:400] = True  # the U
+    for y, x in [(30, 600), (40, 820), (200, 500), (230, 20), (120, 240), (220, 800)]:
+        hole[y : y + 10, x : x + 14] = True
+    return hole
+
+
+def test_crops_run_at_once_fill_exactly_as_one_after_another(inpainter, rng, two_threads):
+    import threading
+
+    image = rng.integers(0, 256, (260, 900, 3), dtype=np.uint8)
+    hole = _spread_holes()
+    assert len(hole_clusters(hole, context=16)) == 7
+    threads_seen = set()
+    original = inpainter._run
+
+    def spy(rgb, *rest):
+        threads_seen.add(threading.current_thread().name)
+        if rgb.shape[:2] != (48, 48):  # the U's crop (the others are 48 px): finish it last
+            time.sleep(0.3)
+        return original(rgb, *rest)
+
+    inpainter._run = spy
+    steps = []
+    together = inpainter.inpaint(image, hole, progress=lambda done, total: steps.append(done))
+    assert any(name.startswith("inpaint-crop") for name in threads_seen)
+    assert torch.get_num_threads() == 2  # the caller's setting is left as it was
+    assert steps[0] == 0 and steps[-1] == 7 and steps == sorted(steps)
+    inpainter.max_crop_workers = 1
+    threads_seen.clear()
+    alone = inpainter.inpaint(image, hole)
+    assert threads_seen == {threading.current_thread().name}
+    # The U is pasted first and the hole inside its box again by its own cluster, whichever
+    # crop finished first.
+    assert np.array_equal(together.raw, alone.raw)
+    assert np.array_equal(together.composite, alone.composite)
+
+
+def test_crops_at_once_stop_on_cancel_and_on_errors(inpainter, rng, two_threads):
+    import threading
+
+    from core.inference import InpaintCancelled
+
+    image = rng.integers(0, 256, (260, 900, 3), dtype=np.uint8)
+    hole = _spread_holes()
+    asked = []
+    with pytest.raises(InpaintCancelled):
+        inpainter.inpaint(image, hole, should_abort=lambda: asked.append(1) or len(asked) > 2)
+    assert len(asked) == 3  # checked before each crop starts; none starts after
+    original = inpainter._run
+    calls = []
+
+    def failing(rgb, *rest):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("crop failed")
+        return original(rgb, *rest)
+
+    inpainter._run = failing
+    with pytest.raises(RuntimeError, match="crop failed"):
+        inpainter.inpaint(image, hole)
+    assert len(calls) <= 4  # no crop starts after the failure is seen (one may be running)
+    assert not any(t.name.startswith("inpaint-crop") for t in threading.enumerate())
+    assert torch.get_num_threads() == 2
+
+
+def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, two_threads):
+    assert inpainter.work_size == 64  # a larger crop runs shrunk to it: no more work
+    small, same = (0, 64, 0, 64), (0, 200, 100, 300)
+    assert inpainter._crop_workers([small, same]) == (2, 1)  # even: one thread each
+    assert inpainter._crop_workers([(0, 32, 0, 32), same]) == (1, 2)  # 4/5 of the work
+    assert inpainter._crop_workers([small]) == (1, 2)
+    torch.set_num_threads(1)
+    assert inpainter._crop_workers([small, same]) == (1, 1)
 
 
 def test_checkpoint_roundtrip_and_refusals(tmp_path):
