@@ -3,7 +3,8 @@
 A photo is never shrunk as a whole. Holes are grouped into clusters; each cluster is cut out
 with surrounding context, run through the network at native resolution (downscaled only when
 the crop is larger than the model's working size), and only the hole pixels are pasted back
-into the full-resolution photo. Pixels outside the hole are returned bit-exact.
+into the full-resolution photo. Pixels outside the hole are returned bit-exact. On a CPU with
+several torch threads, the crops of several clusters run at the same time (same output).
 """
 
 from __future__ import annotations
@@ -642,21 +643,24 @@ class Inpainter:
         Several crops at once, each on a share of torch's threads, where no crop dominates the
         work: a 512 px crop keeps two cores only ~75 % busy inside one operator, and the work
         around the network (resizing, smoothing) runs on one core. Scattered strokes on a
-        12-MP photo with two threads: 1.37 -> 1.19 s (docs/performance.md). Where one crop
-        is more than half the work (a single large hole beside small ones), it runs alone
-        with every thread, as before."""
+        12-MP photo with two threads: 1.43-1.53 -> 1.19-1.24 s (docs/performance.md, ninth
+        session). Where one crop is more than half the work (a single large hole beside small
+        ones), it runs alone with every thread, as before. (Measured on 2 cores only.)"""
         threads = torch.get_num_threads()
         if (self.device.type != "cpu" or threads < 2 or len(windows) < 2
                 or self.max_crop_workers < 2):
             return 1, threads
-        costs = []
-        for t, b, lft, rgt in windows:
-            factor = min(1.0, self.work_size / max(b - t, rgt - lft))
-            costs.append((b - t) * (rgt - lft) * factor * factor)
+        costs = [self._crop_cost(window) for window in windows]
         if max(costs) > sum(costs) / 2:
             return 1, threads
         workers = min(threads, len(windows), self.max_crop_workers)
         return workers, threads // workers
+
+    def _crop_cost(self, window: tuple[int, int, int, int]) -> float:
+        """A crop's network work, roughly: its area at the scale the network runs."""
+        t, b, lft, rgt = window
+        factor = min(1.0, self.work_size / max(b - t, rgt - lft))
+        return (b - t) * (rgt - lft) * factor * factor
 
     def _fill_in_parallel(
         self,
@@ -675,8 +679,8 @@ class Inpainter:
         the crops run one after another. (The model's phase-kernel cache may be filled twice
         at once; both copies are the same.)"""
         total = len(windows)
-        area = [(b - t) * (rgt - lft) for t, b, lft, rgt in windows]
-        order = iter(sorted(range(total), key=lambda i: -area[i]))
+        costs = [self._crop_cost(window) for window in windows]
+        order = iter(sorted(range(total), key=lambda i: -costs[i]))
         main_threads = torch.get_num_threads()
         done: dict[int, _Fill] = {}
         pasted = 0
