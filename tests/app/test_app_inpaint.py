@@ -157,6 +157,41 @@ def test_worker_stops_between_steps_when_cancelled(tiny_model_path, photo_maker,
     assert events == [("progress", 0, 4), ("cancelled",), ("finished",)]
 
 
+def test_worker_on_two_threads_fills_as_on_one_and_still_cancels(tiny_model_path, photo_maker):
+    """With two threads the worker's job runs its crops at once (core.inference): the same
+    fill as one thread gives, and a cancel at the first progress still stops it."""
+    import threading
+
+    import torch
+
+    photo = photo_maker(256, 256)
+    hole = np.zeros((256, 256), dtype=bool)
+    for top, left in ((10, 10), (10, 200), (200, 10), (200, 200)):
+        hole[top : top + 20, left : left + 20] = True
+    results, names = {}, {}
+    try:
+        for threads in (1, 2):
+            worker = InpaintWorker(torch_threads=threads)
+            worker._inpainter = Inpainter.from_checkpoint(tiny_model_path, device="cpu")
+            worker._inpainter.work_size = 64
+            run = worker._inpainter._run
+            worker._inpainter._run = lambda *a, t=threads, run=run: (
+                names.setdefault(t, set()).add(threading.current_thread().name) or run(*a))
+            worker.result.connect(lambda rid, result, t=threads: results.__setitem__(t, result))
+            worker.run(InpaintJob(1, 0, photo, hole))
+        assert np.array_equal(results[1].composite, results[2].composite)
+        assert names[1] == {threading.current_thread().name}
+        assert any(name.startswith("inpaint-crop") for name in names[2])
+        events: list[tuple] = []
+        worker.progress.connect(lambda rid, done, total: events.append(("progress", done, total)))
+        worker.progress.connect(lambda rid, done, total: worker.cancel_up_to(rid))
+        worker.cancelled.connect(lambda rid: events.append(("cancelled",)))
+        worker.run(InpaintJob(2, 0, photo, hole))
+        assert events == [("progress", 0, 4), ("cancelled",)]
+    finally:
+        torch.set_num_threads(1)
+
+
 def test_result_from_an_older_mask_is_dropped(make_window, slow_model_path, big_photo_file,
                                               qtbot):
     window = make_window(checkpoint=slow_model_path, photo=big_photo_file)
