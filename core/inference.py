@@ -10,6 +10,7 @@ several torch threads, the crops of several clusters run at the same time (same 
 from __future__ import annotations
 
 import math
+import threading
 from collections import deque
 from collections.abc import Callable
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -48,11 +49,12 @@ class InpaintResult:
 
 @dataclass
 class _Fill:
-    """One cluster's fill, ready to paste into the photo."""
+    """One cluster's fill, ready to paste into the photo: arrays the size of its box."""
 
-    window: tuple[int, int, int, int]  # the crop: top, bottom, left, right
-    paste: np.ndarray  # the crop's pixels to write (this cluster's holes)
-    out: np.ndarray  # the network's fill at the crop's size (for ``raw``)
+    rows: slice  # the cluster's box in the photo
+    cols: slice
+    paste: np.ndarray  # the pixels to write (this cluster's holes, and others in its box)
+    out: np.ndarray  # the network's fill (for ``raw``)
     smoothed: np.ndarray | None  # the fill the composite gets, when smoothed
     notices: list[str]
 
@@ -614,16 +616,14 @@ class Inpainter:
         context = min(max(32, self.work_size // 8), self.work_size // 4)
         boxes = hole_clusters(hole, context)
         windows = [self._crop_window(hole, box, context) for box in boxes]
-        workers, threads = self._crop_workers(windows)
+        shares = self._crop_workers(windows)
         jobs = [(box, window) for box, window in zip(boxes, windows)]
 
         def fill(index: int) -> _Fill:
-            if workers > 1:
-                torch.set_num_threads(threads)  # this thread's own setting (OpenMP)
             box, window = jobs[index]
             return self._fill_box(rgb, hole, box, window)
 
-        if workers == 1:
+        if len(shares) == 1:
             for i in range(len(jobs)):
                 if should_abort is not None and should_abort():
                     raise InpaintCancelled()
@@ -631,14 +631,15 @@ class Inpainter:
                     progress(i, len(jobs))
                 self._paste(fill(i), raw, composite, notices)
         else:
-            self._fill_in_parallel(fill, windows, workers, raw, composite, notices,
+            self._fill_in_parallel(fill, windows, shares, raw, composite, notices,
                                    progress, should_abort)
         if progress is not None:
             progress(len(jobs), len(jobs))
         return InpaintResult(raw, composite, self.device_name, notices)
 
-    def _crop_workers(self, windows: list[tuple[int, int, int, int]]) -> tuple[int, int]:
-        """(crops run at once, torch threads each) for crops ``windows`` on this device.
+    def _crop_workers(self, windows: list[tuple[int, int, int, int]]) -> list[int]:
+        """Torch threads for each crop run at once, for crops ``windows`` on this device: one
+        entry when they run one after another (as always on a GPU).
 
         Several crops at once, each on a share of torch's threads, where no crop dominates the
         work: a 512 px crop keeps two cores only ~75 % busy inside one operator, and the work
@@ -649,12 +650,12 @@ class Inpainter:
         threads = torch.get_num_threads()
         if (self.device.type != "cpu" or threads < 2 or len(windows) < 2
                 or self.max_crop_workers < 2):
-            return 1, threads
+            return [threads]
         costs = [self._crop_cost(window) for window in windows]
         if max(costs) > sum(costs) / 2:
-            return 1, threads
+            return [threads]
         workers = min(threads, len(windows), self.max_crop_workers)
-        return workers, threads // workers
+        return [threads // workers + (i < threads % workers) for i in range(workers)]
 
     def _crop_cost(self, window: tuple[int, int, int, int]) -> float:
         """A crop's network work, roughly: its area at the scale the network runs."""
@@ -666,7 +667,7 @@ class Inpainter:
         self,
         fill: Callable[[int], _Fill],
         windows: list[tuple[int, int, int, int]],
-        workers: int,
+        shares: list[int],
         raw: np.ndarray,
         composite: np.ndarray,
         notices: list[str],
@@ -677,8 +678,23 @@ class Inpainter:
         large one starts last and runs alone), pasting in the crops' own order: where a
         cluster's box holds another cluster's holes, the later cluster's fill wins, as when
         the crops run one after another. (The model's phase-kernel cache may be filled twice
-        at once; both copies are the same.)"""
+        at once; both copies are the same.)
+
+        Each pool thread takes its share of threads once, at its start, after torch's own
+        per-thread setup (which applies the process-wide count, the last one any thread set);
+        the caller's count is set again at the end, so threads started later get it. One job
+        at a time per process is assumed: another thread setting torch's count meanwhile
+        could change what a crop thread started with."""
         total = len(windows)
+        workers = len(shares)
+        unclaimed = list(shares)
+        lock = threading.Lock()
+
+        def start_thread() -> None:
+            torch.get_num_threads()  # torch's per-thread setup first, then this thread's share
+            with lock:
+                torch.set_num_threads(unclaimed.pop())
+
         costs = [self._crop_cost(window) for window in windows]
         order = iter(sorted(range(total), key=lambda i: -costs[i]))
         main_threads = torch.get_num_threads()
@@ -686,7 +702,8 @@ class Inpainter:
         pasted = 0
         if progress is not None:
             progress(0, total)
-        pool = ThreadPoolExecutor(workers, thread_name_prefix="inpaint-crop")
+        pool = ThreadPoolExecutor(workers, thread_name_prefix="inpaint-crop",
+                                  initializer=start_thread)
         running: dict[Future[_Fill], int] = {}
         try:
             while pasted < total:
@@ -789,15 +806,19 @@ class Inpainter:
                 small = _smooth_fill(np.where(small_hole[..., None], small_out, small_rgb),
                                      small_hole, max(near, 0.25), far, max(ramp, 1.0), keep=4)
                 smoothed = _resize_rgb_at(small, (cw, ch), paste)
-        return _Fill(window, paste, out, smoothed, notices)
+        # Only the box is pasted: keep that much (finished crops wait to be pasted in order).
+        rows, cols = slice(top - t, bottom - t), slice(left - lft, right - lft)
+        return _Fill(slice(top, bottom), slice(left, right), paste[rows, cols].copy(),
+                     out[rows, cols].copy(),
+                     None if smoothed is None else smoothed[rows, cols].copy(), notices)
 
     @staticmethod
     def _paste(fill: _Fill, raw: np.ndarray, composite: np.ndarray, notices: list[str]) -> None:
-        t, b, lft, rgt = fill.window
         # copyto with ``where`` (not region[mask] = out[mask]): boolean indexing would build
         # two int64 index arrays, 16 bytes per hole pixel, on a photo of any size.
-        np.copyto(raw[t:b, lft:rgt], fill.out, where=fill.paste[..., None])
-        np.copyto(composite[t:b, lft:rgt], fill.out if fill.smoothed is None else fill.smoothed,
+        np.copyto(raw[fill.rows, fill.cols], fill.out, where=fill.paste[..., None])
+        np.copyto(composite[fill.rows, fill.cols],
+                  fill.out if fill.smoothed is None else fill.smoothed,
                   where=fill.paste[..., None])
         for notice in fill.notices:
             if notice not in notices:

@@ -55,12 +55,15 @@ class ModelInfo:
 
 
 def worker_torch_threads() -> int:
-    """Every core. Painting on the canvas while a job runs costs the GUI thread ~1 ms per
-    brush segment, and with both cores of a 2-core machine busy the event loop still ticked
-    within 14 ms; the job, scattered strokes on a 12-MP photo, took 1.2 s instead of 2.0 s
-    on one thread (docs/performance.md, ninth session). Until then one core was left to the
-    GUI."""
-    return max(1, os.cpu_count() or 1)
+    """Every core this process may use. Painting on the canvas while a job runs costs the GUI
+    thread ~1 ms per brush segment, and with both cores of a 2-core machine busy the event
+    loop still ticked within 15.5 ms; the job, scattered strokes on a 12-MP photo, took 1.2 s
+    instead of 2.0 s on one thread (docs/performance.md, ninth session). Until then one core
+    was left to the GUI."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))  # honours taskset and container limits
+    except (AttributeError, OSError):  # not on every platform
+        return max(1, os.cpu_count() or 1)
 
 
 class InpaintWorker(QObject):

@@ -144,11 +144,12 @@ def test_crops_run_at_once_fill_exactly_as_one_after_another(inpainter, rng, two
     image = rng.integers(0, 256, (260, 900, 3), dtype=np.uint8)
     hole = _spread_holes()
     assert len(hole_clusters(hole, context=16)) == 7
-    threads_seen = set()
+    threads_seen, torch_threads = set(), set()
     original = inpainter._run
 
     def spy(rgb, *rest):
         threads_seen.add(threading.current_thread().name)
+        torch_threads.add(torch.get_num_threads())
         if rgb.shape[:2] != (48, 48):  # the U's crop (the others are 48 px): finish it last
             time.sleep(0.3)
         return original(rgb, *rest)
@@ -157,7 +158,14 @@ def test_crops_run_at_once_fill_exactly_as_one_after_another(inpainter, rng, two
     steps = []
     together = inpainter.inpaint(image, hole, progress=lambda done, total: steps.append(done))
     assert any(name.startswith("inpaint-crop") for name in threads_seen)
-    assert torch.get_num_threads() == 2  # the caller's setting is left as it was
+    assert torch_threads == {1}  # a share each, not both cores twice over
+    # The caller's count is left as it was, and threads started afterwards get it too.
+    assert torch.get_num_threads() == 2
+    later = []
+    thread = threading.Thread(target=lambda: later.append(torch.get_num_threads()))
+    thread.start()
+    thread.join()
+    assert later == [2]
     assert steps[0] == 0 and steps[-1] == 7 and steps == sorted(steps)
     inpainter.max_crop_workers = 1
     threads_seen.clear()
@@ -200,11 +208,17 @@ def test_crops_at_once_stop_on_cancel_and_on_errors(inpainter, rng, two_threads)
 def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, two_threads):
     assert inpainter.work_size == 64  # a larger crop runs shrunk to it: no more work
     small, same = (0, 64, 0, 64), (0, 200, 100, 300)
-    assert inpainter._crop_workers([small, same]) == (2, 1)  # even: one thread each
-    assert inpainter._crop_workers([(0, 32, 0, 32), same]) == (1, 2)  # 4/5 of the work
-    assert inpainter._crop_workers([small]) == (1, 2)
+    assert inpainter._crop_workers([small, same]) == [1, 1]  # even: one thread each
+    assert inpainter._crop_workers([(0, 32, 0, 32), same]) == [2]  # 4/5 of the work: alone
+    assert inpainter._crop_workers([small]) == [2]
+    inpainter.device = torch.device("cuda")  # (not used: only the rule is asked)
+    assert inpainter._crop_workers([small, same]) == [2]  # a GPU runs crops one at a time
+    inpainter.device = torch.device("cpu")
+    torch.set_num_threads(6)
+    assert inpainter._crop_workers([small] * 5) == [2, 2, 1, 1]  # max_crop_workers 4
+    assert inpainter._crop_workers([small] * 3) == [2, 2, 2]
     torch.set_num_threads(1)
-    assert inpainter._crop_workers([small, same]) == (1, 1)
+    assert inpainter._crop_workers([small, same]) == [1]
 
 
 def test_checkpoint_roundtrip_and_refusals(tmp_path):
