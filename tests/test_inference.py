@@ -195,6 +195,7 @@ def test_crops_at_once_stop_on_cancel_and_on_errors(inpainter, rng, two_threads)
         calls.append(1)
         if len(calls) == 3:
             raise RuntimeError("crop failed")
+        time.sleep(0.05)  # the failure is seen while the others still run
         return original(rgb, *rest)
 
     inpainter._run = failing
