@@ -88,7 +88,8 @@ def tiny_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def slow_model_path(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A model big enough that one 512 x 512 pass keeps the worker busy about a second."""
+    """A model big enough that one 512 x 512 pass keeps the worker busy about 0.3 s (one
+    thread, warm; 0.35 s cold)."""
     path = tmp_path_factory.mktemp("models") / "slow.safetensors"
     torch.manual_seed(0)
     save_model_file(path, PConvUNet(layers=7, width=64))
@@ -120,7 +121,7 @@ def photo_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def big_photo_file(tmp_path: Path, photo_maker) -> Path:
-    """A 512 x 512 photo: one pass of the slow model over it takes about a second."""
+    """A 512 x 512 photo: one pass of the slow model over it takes about 0.3 s."""
     path = tmp_path / "big.png"
     Image.fromarray(photo_maker(512, 512, seed=3)).save(path)
     return path

@@ -6,10 +6,11 @@ from __future__ import annotations
 import time
 
 import numpy as np
+from PIL import Image
 from PySide6.QtCore import Qt, QTimer
 
 from core.inference import Inpainter
-from desktop_app.worker import InpaintJob, InpaintWorker
+from desktop_app.worker import InpaintJob, InpaintWorker, ModelRequest
 
 
 def square_hole(shape: tuple[int, int], top: int, left: int, size: int) -> np.ndarray:
@@ -97,11 +98,15 @@ def test_flash_original_while_the_key_is_held(window, qtbot):
 
 
 def test_event_loop_keeps_ticking_while_the_worker_runs(make_window, slow_model_path,
-                                                        big_photo_file, qtbot):
-    window = make_window(checkpoint=slow_model_path, photo=big_photo_file)
+                                                        photo_maker, tmp_path, qtbot):
+    wide = tmp_path / "wide.png"
+    Image.fromarray(photo_maker(512, 1400, seed=3)).save(wide)
+    window = make_window(checkpoint=slow_model_path, photo=wide)
     document = window.document
-    # big enough that the crop is the whole 512 x 512 photo: about a second of work
-    document.edit_mask(square_hole((512, 512), 110, 100, 300), "hole")
+    # two holes far apart, each with a 512 px crop: about 0.55 s of work on one warm thread
+    # (the worker's warm-up at load leaves no kernel building to the job)
+    hole = square_hole((512, 1400), 110, 100, 300) | square_hole((512, 1400), 110, 1000, 300)
+    document.edit_mask(hole, "holes")
     ticks: list[float] = []
     timer = QTimer()
     timer.setInterval(10)
@@ -190,6 +195,29 @@ def test_worker_on_two_threads_fills_as_on_one_and_still_cancels(tiny_model_path
         assert events == [("progress", 0, 4), ("cancelled",)]
     finally:
         torch.set_num_threads(1)
+
+
+def test_a_loaded_model_is_warmed_up_before_it_is_announced(tiny_model_path, monkeypatch):
+    """The worker runs one small job on a new model before model_loaded, so the user's first
+    job does not build kernels; a failing warm-up still loads the model."""
+    events: list[str] = []
+    original = Inpainter.inpaint
+    monkeypatch.setattr(Inpainter, "inpaint",
+                        lambda self, *a, **k: events.append("inpaint") or original(self, *a, **k))
+    worker = InpaintWorker(torch_threads=1)
+    worker.model_loaded.connect(lambda info: events.append("loaded"))
+    worker.model_error.connect(lambda message: events.append("error"))
+    worker.load_model(ModelRequest(str(tiny_model_path), "cpu"))
+    assert events == ["inpaint", "loaded"]
+
+    def broken(self, *a, **k):
+        events.append("inpaint")
+        raise RuntimeError("no")
+
+    monkeypatch.setattr(Inpainter, "inpaint", broken)
+    events.clear()
+    worker.load_model(ModelRequest(str(tiny_model_path), "cpu"))
+    assert events == ["inpaint", "loaded"] and worker._inpainter is not None
 
 
 def test_result_from_an_older_mask_is_dropped(make_window, slow_model_path, big_photo_file,
