@@ -889,10 +889,15 @@ class Inpainter:
         valid = np.pad(~hole, pad, mode="symmetric")
         image_t = torch.from_numpy(img).permute(2, 0, 1)[None].float().div_(255.0)
         valid_t = torch.from_numpy(valid.astype(np.float32))[None, None]
-        needed_t = None
-        if self.needed_only:
-            # The hole pixels and those the resampling after the network reads around them.
-            needed_t = torch.from_numpy(grow_mask(np.pad(hole, pad), NEEDED_MARGIN))[None, None]
+
+        def needed() -> torch.Tensor | None:
+            """The hole pixels and those the resampling after the network reads around them,
+            where the decoder computes only those (core.sparse_decoder: on a CPU)."""
+            if not self.needed_only:
+                return None
+            return torch.from_numpy(grow_mask(np.pad(hole, pad), NEEDED_MARGIN))[None, None]
+
+        needed_t = needed()
         try:
             out = self._forward(image_t, valid_t, passes, needed_t)
         except torch.OutOfMemoryError:
@@ -902,6 +907,7 @@ class Inpainter:
             notices.append(f"{self.device_name} ran out of memory; this run used the CPU")
             self.to("cpu")
             passes = min(passes, self._passes_for(hole))  # the CPU's rule for this crop
+            needed_t = needed()  # and its sparse decoder, as for the crops after this one
             out = self._forward(image_t, valid_t, passes, needed_t)
         out = out[pad[0][0] : pad[0][0] + h, pad[1][0] : pad[1][0] + w]
         if needed_t is not None:

@@ -35,14 +35,17 @@ def rng():
 def fake_cuda_oom(monkeypatch):
     """``fake_cuda_oom(inpainter) -> calls``: make ``inpainter`` believe it is on a GPU whose
     every pass runs out of memory (the model itself stays on the CPU); ``calls`` records the
-    device type of each network pass."""
+    device type of each network pass, ``fake_cuda_oom.sparse`` whether it computed only the
+    needed pixels."""
     from core.inference import Inpainter
 
     calls: list[str] = []
+    sparse: list[bool] = []  # per pass: whether the decoder computed only the needed pixels
     real_forward = Inpainter._forward
 
     def forward(self, image_t, valid_t, passes=1, needed_t=None):
         calls.append(self.device.type)
+        sparse.append(needed_t is not None)
         if self.device.type == "cuda":
             raise torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB")
         return real_forward(self, image_t, valid_t, passes, needed_t)
@@ -53,6 +56,8 @@ def fake_cuda_oom(monkeypatch):
 
     def on(inpainter: Inpainter) -> list[str]:
         inpainter.device = torch.device("cuda")
+        inpainter.needed_only = False  # as on a GPU
         return calls
 
+    on.sparse = sparse
     return on

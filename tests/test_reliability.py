@@ -684,6 +684,7 @@ def test_cuda_out_of_memory_is_retried_on_the_cpu_with_a_notice(fake_cuda_oom, i
     hole[170:190, 220:250] = True  # far away: a second crop, run on the CPU directly
     result = inpainter.inpaint(image, hole)
     assert calls == ["cuda", "cpu", "cpu"]
+    assert fake_cuda_oom.sparse == [False, True, True]  # the retry too: the CPU's decoder
     assert len(result.notices) == 1
     assert "out of memory" in result.notices[0] and "CPU" in result.notices[0]
     assert result.device.startswith("CPU") and inpainter.device.type == "cpu"
