@@ -526,8 +526,7 @@ class Inpainter:
         self.edge_band = edge_band
         # Passes of that second run; None: the model's (_fill_box says why, on a CPU too).
         self.edge_passes: int | None = None
-        # Decoder layers compute only the pixels pasted (core.sparse_decoder): on a CPU.
-        self.needed_only = self.device.type == "cpu"
+        self._needed_only: bool | None = None  # see needed_only
 
     @classmethod
     def from_checkpoint(
@@ -582,6 +581,16 @@ class Inpainter:
         return min(self.work_size, math.ceil(need / self.multiple) * self.multiple)
 
     @property
+    def needed_only(self) -> bool:
+        """Whether decoder layers compute only the pixels pasted (core.sparse_decoder): on a
+        CPU, unless set (the bench's dense variant); a setting outlives ``to()``."""
+        return self.device.type == "cpu" if self._needed_only is None else self._needed_only
+
+    @needed_only.setter
+    def needed_only(self, value: bool) -> None:
+        self._needed_only = bool(value)
+
+    @property
     def device_name(self) -> str:
         name = describe_device(self.device)
         return f"{name} (bfloat16)" if self.autocast_dtype == torch.bfloat16 else name
@@ -590,7 +599,6 @@ class Inpainter:
         device = resolve_device(device)
         self.autocast_dtype = resolve_precision(self.precision, device)
         self.device = device
-        self.needed_only = device.type == "cpu"
         self.model.to(self.device, memory_format=_memory_format(self.device))
         return self
 

@@ -55,8 +55,7 @@ def fake_cuda_oom(monkeypatch):
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: None)
 
     def on(inpainter: Inpainter) -> list[str]:
-        inpainter.device = torch.device("cuda")
-        inpainter.needed_only = False  # as on a GPU
+        inpainter.device = torch.device("cuda")  # so also the GPU's dense decoder
         return calls
 
     on.sparse = sparse

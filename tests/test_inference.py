@@ -782,6 +782,15 @@ def test_computing_only_the_needed_pixels_changes_no_result(rng, monkeypatch):
     assert np.abs(bare - results[False].composite.astype(int)).max() > 1
 
 
+def test_the_sparse_decoder_follows_the_device_unless_set(inpainter):
+    assert inpainter.needed_only  # a CPU
+    inpainter.device = torch.device("cuda")  # (only the setting is read)
+    assert not inpainter.needed_only
+    inpainter.needed_only = False  # the bench's dense variant: kept when the device changes
+    inpainter.to("cpu")
+    assert not inpainter.needed_only
+
+
 @pytest.mark.parametrize("shape", [(40, 52), (5, 30), (3, 3)])
 def test_blur_window_equals_blurring_the_whole_image(rng, shape):
     """Both sigmas from one read of the window, each equal to a depthwise conv2d of the whole
