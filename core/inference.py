@@ -9,6 +9,7 @@ several torch threads, the crops of several clusters run at the same time (same 
 
 from __future__ import annotations
 
+import functools
 import math
 import threading
 from collections import deque
@@ -80,6 +81,13 @@ def cpu_has_fast_bf16() -> bool:
         return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
     except (AttributeError, RuntimeError):  # private API: absent in other torch versions
         return False
+
+
+@functools.cache
+def per_thread_torch_threads() -> bool:
+    """Whether each thread can have its own torch thread count: with torch's OpenMP backend
+    (its wheels' default). The native backend has one pool and ignores a second count."""
+    return "parallel backend: OpenMP" in torch.__config__.parallel_info()
 
 
 def resolve_precision(precision: str, device: torch.device) -> torch.dtype | None:
@@ -657,7 +665,7 @@ class Inpainter:
         ones), it runs alone with every thread, as before. (Measured on 2 cores only.)"""
         threads = torch.get_num_threads()
         if (self.device.type != "cpu" or threads < 2 or len(windows) < 2
-                or self.max_crop_workers < 2):
+                or self.max_crop_workers < 2 or not per_thread_torch_threads()):
             return [threads]
         costs = [self._crop_cost(window) for window in windows]
         if max(costs) > sum(costs) / 2:

@@ -13,7 +13,7 @@ import torch
 from PIL import Image
 
 from core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from core.inference import Inpainter, hole_clusters
+from core.inference import Inpainter, hole_clusters, per_thread_torch_threads
 from core.model import PConvUNet
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -206,7 +206,8 @@ def test_crops_at_once_stop_on_cancel_and_on_errors(inpainter, rng, two_threads)
     assert torch.get_num_threads() == 2
 
 
-def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, two_threads):
+def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, two_threads,
+                                                                    monkeypatch):
     assert inpainter.work_size == 64  # a larger crop runs shrunk to it: no more work
     small, same = (0, 64, 0, 64), (0, 200, 100, 300)
     assert inpainter._crop_workers([small, same]) == [1, 1]  # even: one thread each
@@ -220,6 +221,13 @@ def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, t
     assert inpainter._crop_workers([small] * 3) == [2, 2, 2]
     torch.set_num_threads(1)
     assert inpainter._crop_workers([small, same]) == [1]
+    torch.set_num_threads(2)
+    with monkeypatch.context() as patch:  # torch's native backend: one count for the process
+        patch.setattr(torch.__config__, "parallel_info", lambda: "ATen parallel backend: native")
+        per_thread_torch_threads.cache_clear()
+        assert inpainter._crop_workers([small, same]) == [2]
+    per_thread_torch_threads.cache_clear()
+    assert inpainter._crop_workers([small, same]) == [1, 1]
 
 
 def test_checkpoint_roundtrip_and_refusals(tmp_path):
