@@ -82,6 +82,7 @@ class TrainConfig:
     mask_dir: str | None = None
     work_size: int = 512
     channels_last: bool = False
+    compile: bool = False  # torch.compile the network and the loss for the training steps
     export: str | None = None  # also write fp16 safetensors of the best model here
     fail_at_step: int | None = None  # testing hook: force a NaN loss at this step
 
@@ -142,6 +143,9 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--work-size", type=int, default=d.work_size,
                    help="crop size core.inference uses with this model")
     p.add_argument("--channels-last", action="store_true")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the network and the loss for the training steps (the "
+                        "first steps compile; an error there falls back to eager)")
     p.add_argument("--export", help="also save the best model as fp16 safetensors here")
     p.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
@@ -362,6 +366,17 @@ class Trainer:
 
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
+        self.train_loss: torch.nn.Module = self.loss_fn
+        if cfg.compile:
+            # Inductor fuses the elementwise work around the convolutions: the mask path,
+            # BatchNorm, the loss terms. Only the training steps use it; validation, the
+            # checkpoints and the export read the plain model. An error while compiling falls
+            # back to eager (with torch's warning) rather than losing a lent GPU's minutes.
+            import torch._dynamo as dynamo
+
+            dynamo.config.suppress_errors = True
+            self.net = torch.compile(self.net)
+            self.train_loss = torch.compile(self.loss_fn)
         self._build_data()
         if self.ddp.main:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -484,7 +499,7 @@ class Trainer:
         with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.float32,
                             enabled=self.amp_dtype is not None):
             output = self.net(image, valid)
-            terms = self.loss_fn(output, image, valid)
+            terms = self.train_loss(output, image, valid)
         if self.cfg.fail_at_step is not None and self.step + 1 >= self.cfg.fail_at_step:
             terms["hole"] = terms["hole"] * float("nan")
             terms["total"] = terms["total"] + terms["hole"]
@@ -494,6 +509,18 @@ class Trainer:
         self.scaler.step(self.optimizer)
         self.scaler.update()
         return values
+
+    @staticmethod
+    def _report_compile(seconds: float) -> None:
+        """Whether torch.compile compiled the first step or fell back to eager (its errors
+        are suppressed, see setup): one line, so a GPU session's log shows it."""
+        from torch._dynamo.utils import counters
+
+        frames = counters["frames"]
+        ok, total = frames.get("ok", 0), frames.get("total", 0)
+        verdict = "" if ok else ": running eagerly"
+        print(f"torch.compile: first step {seconds:.1f} s; {ok} of {total} frame(s) compiled"
+              f"{verdict}", flush=True)
 
     @staticmethod
     def _stage(values: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -592,6 +619,8 @@ class Trainer:
                 data_wait += time.perf_counter() - fetch
                 values = self.train_step(batch)
                 self.step += 1
+                if cfg.compile and self.step == start_step + 1 and self.ddp.main:
+                    self._report_compile(time.time() - start)
                 sums += values
                 count += 1
                 logs = self.step % cfg.log_every == 0 or self.step == cfg.max_steps

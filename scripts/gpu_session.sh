@@ -9,7 +9,9 @@
 # (training minutes; default and upper bound: what is left before DEADLINE after RESERVE
 # seconds for start-up, smoke run, export and packing; 0 skips training), DEADLINE (seconds
 # since start, 570), RESERVE (100), BENCH_DEVICE (cuda), BENCH_VARIANTS,
-# BENCH_COMPILE_VARIANTS, BENCH_TRAIN (256x16); the rest goes to gpu_train.sh.
+# BENCH_COMPILE_VARIANTS, BENCH_COMPILE_PARTS (inference; "training" measures compiled
+# training steps of both networks), BENCH_TRAIN (256x16); the rest goes to gpu_train.sh
+# (EXTRA="--compile" trains through torch.compile).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1
@@ -41,7 +43,8 @@ if [ "$bench_seconds" -gt 0 ]; then
 fi
 if [ "$compile_seconds" -gt 0 ]; then
   bench "$compile_seconds" speed_cuda_compile.json \
-    "${BENCH_COMPILE_VARIANTS:-fp32-compile-graph,bf16-cl-compile-graph}" inference
+    "${BENCH_COMPILE_VARIANTS:-fp32-compile-graph,bf16-cl-compile-graph}" \
+    "${BENCH_COMPILE_PARTS:-inference}"
 fi
 left=$(( deadline - SECONDS - reserve ))
 minutes=$(awk -v left="$left" -v want="${MINUTES:-}" 'BEGIN {
