@@ -382,6 +382,8 @@ def make_train_step(
     """One optimisation step exactly like core.train.Trainer.train_step (Adam, paper loss)."""
     model.train()
     optimizer = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=2e-4)
+    if variant.compiled:  # the loss too, as core.train --compile does
+        loss_fn = torch.compile(loss_fn, dynamic=False)  # type: ignore[assignment]
 
     def step() -> None:
         with variant.autocast(device):

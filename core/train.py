@@ -367,11 +367,13 @@ class Trainer:
             ids = [self.device.index] if self.device.type == "cuda" else None
             self.net = DistributedDataParallel(self.model, device_ids=ids)
         self.train_loss: torch.nn.Module = self.loss_fn
+        self.eager_net = self.net
         if cfg.compile:
             # Inductor fuses the elementwise work around the convolutions: the mask path,
             # BatchNorm, the loss terms. Only the training steps use it; validation, the
-            # checkpoints and the export read the plain model. An error while compiling falls
-            # back to eager (with torch's warning) rather than losing a lent GPU's minutes.
+            # checkpoints and the export read the plain model. A compile error falls back to
+            # eager rather than losing a lent GPU's minutes: in the forward through torch's
+            # suppress_errors, in the backward (compiled at the first backward) in run().
             import torch._dynamo as dynamo
 
             dynamo.config.suppress_errors = True
@@ -510,17 +512,28 @@ class Trainer:
         self.scaler.update()
         return values
 
+    def _train_eagerly(self, exc: Exception) -> None:
+        """The first compiled step failed (a backward that would not compile, say): say so in
+        one line and go on without torch.compile."""
+        message = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else ""
+        print(f"torch.compile failed at the first step ({type(exc).__name__}: {message}); "
+              f"training eagerly", file=sys.stderr, flush=True)
+        self.net, self.train_loss = self.eager_net, self.loss_fn
+        self.optimizer.zero_grad(set_to_none=True)
+
     @staticmethod
     def _report_compile(seconds: float) -> None:
-        """Whether torch.compile compiled the first step or fell back to eager (its errors
-        are suppressed, see setup): one line, so a GPU session's log shows it."""
+        """How much of the first step torch.compile compiled (its forward errors are
+        suppressed, see setup): one line, so a GPU session's log shows it. Counted from the
+        graphs the backend compiled (AOT autograd), not from the frames traced: a frame can
+        be traced and its compilation still fail."""
         from torch._dynamo.utils import counters
 
-        frames = counters["frames"]
-        ok, total = frames.get("ok", 0), frames.get("total", 0)
+        graphs = counters["aot_autograd"]
+        ok, total = graphs.get("ok", 0), graphs.get("total", 0)
         verdict = "" if ok else ": running eagerly"
-        print(f"torch.compile: first step {seconds:.1f} s; {ok} of {total} frame(s) compiled"
-              f"{verdict}", flush=True)
+        print(f"torch.compile: first step {seconds:.1f} s (with the first batch); {ok} of "
+              f"{total} graph(s) compiled{verdict}", flush=True)
 
     @staticmethod
     def _stage(values: torch.Tensor) -> tuple[torch.Tensor, torch.cuda.Event | None]:
@@ -617,9 +630,16 @@ class Trainer:
                 fetch = time.perf_counter()
                 batch = next(data_iter)
                 data_wait += time.perf_counter() - fetch
-                values = self.train_step(batch)
+                try:
+                    values = self.train_step(batch)
+                except Exception as exc:  # noqa: BLE001 - only a first compiled step, retried
+                    if self.net is self.eager_net or self.step != start_step:
+                        raise
+                    self._train_eagerly(exc)
+                    values = self.train_step(batch)
                 self.step += 1
-                if cfg.compile and self.step == start_step + 1 and self.ddp.main:
+                first = self.step == start_step + 1
+                if first and self.net is not self.eager_net and self.ddp.main:
                     self._report_compile(time.time() - start)
                 sums += values
                 count += 1

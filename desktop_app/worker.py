@@ -63,7 +63,7 @@ def worker_torch_threads() -> int:
     instead of 2.0 s on one thread (docs/performance.md, ninth session). Until then one core
     was left to the GUI."""
     try:
-        return max(1, len(os.sched_getaffinity(0)))  # honours taskset and container limits
+        return max(1, len(os.sched_getaffinity(0)))  # honours taskset and cpusets (not quotas)
     except (AttributeError, OSError):  # not on every platform
         return max(1, os.cpu_count() or 1)
 
@@ -129,10 +129,13 @@ class InpaintWorker(QObject):
         hole = np.zeros(photo.shape[:2], dtype=bool)
         for x in (side // 2, side * 3 // 2):
             hole[side // 2 - 8 : side // 2 + 8, x - 8 : x + 8] = True
+        device = inpainter.device
         try:
             inpainter.inpaint(photo, hole)
         except Exception:  # noqa: BLE001, S110 - the user's job reports it, in their words
             pass
+        if inpainter.device != device:  # a GPU out of memory here: the user's job says so
+            inpainter.to(device)
 
     @Slot(object)
     def run(self, job: InpaintJob) -> None:

@@ -43,6 +43,8 @@ common=(--data .gpu/data/train --val-data .gpu/data/val --image-size "$size" --l
         --width "$width" --batch-size "$batch" --workers "$workers" --preload --log-every 200
         --save-every 0 --seed 0 --channels-last --mask-reuse "${MASK_REUSE:-4}"
         "${init[@]}" "${extra_args[@]}")
+smoke_common=()
+for arg in "${common[@]}"; do [ "$arg" = "--compile" ] || smoke_common+=("$arg"); done
 declare -A extra=(
   [pixel]="--perceptual none"
   [effnet]="--perceptual effnet-lite0 --backbone-weights .gpu/effnet-lite0.pth"
@@ -58,7 +60,8 @@ smoke_steps=${SMOKE_STEPS:-5}
 [[ $smoke_steps =~ ^[0-9]+$ ]] || { echo "SMOKE_STEPS must be a whole number, got '$smoke_steps'"; exit 2; }
 smoke_steps=$(( 10#$smoke_steps ))  # "00" is 0 too
 [ "$smoke_steps" -eq 0 ] || for name in "${candidates[@]}"; do
-  python3 -m core.train "${common[@]}" ${extra[$name]} --out "$runs/smoke-$name" \
+  # (without --compile: a smoke run would spend the budget compiling what the run compiles)
+  python3 -m core.train "${smoke_common[@]}" ${extra[$name]} --out "$runs/smoke-$name" \
     --max-steps "$smoke_steps" --val-every 0 --workers 2 > "$runs-smoke-$name.log" 2>&1 \
     || { echo "smoke $name FAILED"; tail -30 "$runs-smoke-$name.log"; exit 1; }
   echo "smoke $name ok"

@@ -519,7 +519,8 @@ def test_compiled_training_matches_eager(runs: Runs) -> None:
     eager steps, a checkpoint of the plain model, and a log line saying it compiled."""
     eager, compiled = runs.done("eager").expect(0), runs.done("compiled").expect(0)
     line = next(ln for ln in compiled.stdout.splitlines() if ln.startswith("torch.compile:"))
-    assert "running eagerly" not in line and " 0 of " not in line, line
+    ok, total = (int(n) for n in line.split("; ")[1].split(" graph")[0].split(" of "))
+    assert ok == total >= 2 and "running eagerly" not in line, line  # forward and backward
     assert "torch.compile" not in eager.stdout
 
     def losses(run: Run) -> list[list[float]]:
@@ -538,6 +539,36 @@ def test_compiled_training_matches_eager(runs: Runs) -> None:
     close = sum(int(((a[k].float() - b[k].float()).abs() <= 1e-5).sum()) for k in a)
     assert close / sum(v.numel() for v in a.values()) > 0.99
     _inpaint_check(Inpainter.from_checkpoint(compiled.out / "latest.pt", device="cpu"))
+
+
+def test_a_first_compiled_step_that_fails_is_run_eagerly(tmp_path: Path, monkeypatch,
+                                                        capsys: pytest.CaptureFixture) -> None:
+    """A compile error in the first step's backward is not suppressed by torch: the trainer
+    says so and trains eagerly instead of losing the run."""
+    import core.train as train
+
+    class Broken(torch.nn.Module):
+        def forward(self, *args):
+            raise RuntimeError("backward compiler failed\nmore lines")
+
+    import torch._dynamo as dynamo
+
+    # in this process: leave pytest's signal handlers and torch's settings as they were
+    monkeypatch.setattr(train.Trainer, "_install_signals", lambda self: None)
+    monkeypatch.setattr(dynamo.config, "suppress_errors", dynamo.config.suppress_errors)
+    compiled = []
+    monkeypatch.setattr(train.torch, "compile", lambda module: compiled.append(module) or (
+        Broken() if isinstance(module, train.PConvUNet) else module))
+    data = _make_photos(tmp_path / "data", 2, seed=0)
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--data", str(data), "--perceptual", "none", "--max-steps", "2",
+                    "--out", str(tmp_path / "out"), "--compile", "--log-every", "1"])
+    assert stop.value.code == 0
+    err = capsys.readouterr().err
+    assert "torch.compile failed at the first step (RuntimeError: backward compiler failed); " \
+        "training eagerly" in err
+    assert len(compiled) == 2  # the network and the loss
+    assert load_checkpoint(tmp_path / "out" / "latest.pt")["step"] == 2
 
 
 def test_mask_reuse_below_one_is_refused(capsys: pytest.CaptureFixture) -> None:
