@@ -690,11 +690,11 @@ class Inpainter:
         progress: Callable[[int, int], None] | None,
         should_abort: Callable[[], bool] | None,
     ) -> None:
-        """Run ``fill`` for every crop on ``workers`` threads, largest crops first (so no
-        large one starts last and runs alone), pasting in the crops' own order: where a
-        cluster's box holds another cluster's holes, the later cluster's fill wins, as when
-        the crops run one after another. (The model's phase-kernel cache may be filled twice
-        at once; both copies are the same.)
+        """Run ``fill`` for every crop on one pool thread per entry of ``shares`` (its torch
+        threads), largest crops first (so no large one starts last and runs alone), pasting
+        in the crops' own order: where a cluster's box holds another cluster's holes, the
+        later cluster's fill wins, as when the crops run one after another. (The model's
+        phase-kernel cache may be filled twice at once; both copies are the same.)
 
         Each pool thread takes its share of threads once, at its start, after torch's own
         per-thread setup (which applies the process-wide count, the last one any thread set);
