@@ -23,6 +23,7 @@ from torch import nn
 
 from core.pconv import PartialConv2d, scale_and_mask
 from core.sparse_decoder import (
+    decoder_activation,
     gather_pays,
     gathered_layer,
     needed_pyramid,
@@ -327,7 +328,7 @@ class PConvUNet(nn.Module):
                                      self._phase_kernels, i)
                 out = layer.reweight(raw, scale, new_mask, zero_holes=last)
             if not last:
-                out = F.leaky_relu_(bn(out) * new_mask.to(out.dtype), 0.2)
+                out = decoder_activation(out, bn, new_mask)
         return out
 
 

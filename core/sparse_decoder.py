@@ -77,6 +77,13 @@ def padded_channels_last(features: torch.Tensor) -> torch.Tensor:
     return out
 
 
+def decoder_activation(values: torch.Tensor, bn: nn.Module, valid: torch.Tensor) -> torch.Tensor:
+    """A decoder layer's BatchNorm, its holes zeroed again (``valid``: the layer's new mask),
+    then leaky ReLU 0.2: one definition for the dense decoder (core.model) and the gathered
+    pixels here, which must agree exactly."""
+    return F.leaky_relu_(bn(values) * valid.to(values.dtype), 0.2)
+
+
 def gathered_layer(
     low_padded: torch.Tensor,
     skip_padded: torch.Tensor,
@@ -150,7 +157,7 @@ def gathered_layer(
             values = layer.reweight(raw.view(count, out_ch, 1, 1), pixel_scale, pixel_mask,
                                     zero_holes=last)
             if not last:
-                values = F.leaky_relu_(bn(values) * pixel_mask.to(values.dtype), 0.2)
+                values = decoder_activation(values, bn, pixel_mask)
             out[n].view(-1, out_ch).index_copy_(0, (py + 1) * wide + px + 1,
                                                 values.view(count, out_ch))
     return out
