@@ -632,30 +632,29 @@ class Inpainter:
         context = min(max(32, self.work_size // 8), self.work_size // 4)
         boxes = hole_clusters(hole, context)
         windows = [self._crop_window(hole, box, context) for box in boxes]
-        shares = self._crop_workers(windows)
-        jobs = [(box, window) for box, window in zip(boxes, windows)]
+        costs = [self._crop_cost(window) for window in windows]
+        shares = self._crop_workers(costs)
 
         def fill(index: int) -> _Fill:
-            box, window = jobs[index]
-            return self._fill_box(rgb, hole, box, window)
+            return self._fill_box(rgb, hole, boxes[index], windows[index])
 
         if len(shares) == 1:
-            for i in range(len(jobs)):
+            for i in range(len(boxes)):
                 if should_abort is not None and should_abort():
                     raise InpaintCancelled()
                 if progress is not None:
-                    progress(i, len(jobs))
+                    progress(i, len(boxes))
                 self._paste(fill(i), raw, composite, notices)
         else:
-            self._fill_in_parallel(fill, windows, shares, raw, composite, notices,
+            self._fill_in_parallel(fill, costs, shares, raw, composite, notices,
                                    progress, should_abort)
         if progress is not None:
-            progress(len(jobs), len(jobs))
+            progress(len(boxes), len(boxes))
         return InpaintResult(raw, composite, self.device_name, notices)
 
-    def _crop_workers(self, windows: list[tuple[int, int, int, int]]) -> list[int]:
-        """Torch threads for each crop run at once, for crops ``windows`` on this device: one
-        entry when they run one after another (as always on a GPU).
+    def _crop_workers(self, costs: list[float]) -> list[int]:
+        """Torch threads for each crop run at once, for crops of ``costs`` (``_crop_cost``) on
+        this device: one entry when they run one after another (as always on a GPU).
 
         Several crops at once, each on a share of torch's threads, where no crop dominates the
         work: a 512 px crop keeps two cores only ~75 % busy inside one operator, and the work
@@ -664,13 +663,12 @@ class Inpainter:
         session). Where one crop is more than half the work (a single large hole beside small
         ones), it runs alone with every thread, as before. (Measured on 2 cores only.)"""
         threads = torch.get_num_threads()
-        if (self.device.type != "cpu" or threads < 2 or len(windows) < 2
+        if (self.device.type != "cpu" or threads < 2 or len(costs) < 2
                 or self.max_crop_workers < 2 or not per_thread_torch_threads()):
             return [threads]
-        costs = [self._crop_cost(window) for window in windows]
         if max(costs) > sum(costs) / 2:
             return [threads]
-        workers = min(threads, len(windows), self.max_crop_workers)
+        workers = min(threads, len(costs), self.max_crop_workers)
         return [threads // workers + (i < threads % workers) for i in range(workers)]
 
     def _crop_cost(self, window: tuple[int, int, int, int]) -> float:
@@ -682,7 +680,7 @@ class Inpainter:
     def _fill_in_parallel(
         self,
         fill: Callable[[int], _Fill],
-        windows: list[tuple[int, int, int, int]],
+        costs: list[float],
         shares: list[int],
         raw: np.ndarray,
         composite: np.ndarray,
@@ -701,7 +699,7 @@ class Inpainter:
         the caller's count is set again at the end, so threads started later get it. One job
         at a time per process is assumed: another thread setting torch's count meanwhile
         could change what a crop thread started with."""
-        total = len(windows)
+        total = len(costs)
         workers = len(shares)
         unclaimed = list(shares)
         lock = threading.Lock()
@@ -711,7 +709,6 @@ class Inpainter:
             with lock:
                 torch.set_num_threads(unclaimed.pop())
 
-        costs = [self._crop_cost(window) for window in windows]
         order = iter(sorted(range(total), key=lambda i: -costs[i]))
         main_threads = torch.get_num_threads()
         done: dict[int, _Fill] = {}

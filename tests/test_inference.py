@@ -208,26 +208,29 @@ def test_crops_at_once_stop_on_cancel_and_on_errors(inpainter, rng, two_threads)
 
 def test_a_crop_that_is_most_of_the_work_runs_alone_on_every_thread(inpainter, two_threads,
                                                                     monkeypatch):
+    def shares(windows):
+        return inpainter._crop_workers([inpainter._crop_cost(w) for w in windows])
+
     assert inpainter.work_size == 64  # a larger crop runs shrunk to it: no more work
     small, same = (0, 64, 0, 64), (0, 200, 100, 300)
-    assert inpainter._crop_workers([small, same]) == [1, 1]  # even: one thread each
-    assert inpainter._crop_workers([(0, 32, 0, 32), same]) == [2]  # 4/5 of the work: alone
-    assert inpainter._crop_workers([small]) == [2]
+    assert shares([small, same]) == [1, 1]  # even: one thread each
+    assert shares([(0, 32, 0, 32), same]) == [2]  # 4/5 of the work: alone
+    assert shares([small]) == [2]
     inpainter.device = torch.device("cuda")  # (not used: only the rule is asked)
-    assert inpainter._crop_workers([small, same]) == [2]  # a GPU runs crops one at a time
+    assert shares([small, same]) == [2]  # a GPU runs crops one at a time
     inpainter.device = torch.device("cpu")
     torch.set_num_threads(6)
-    assert inpainter._crop_workers([small] * 5) == [2, 2, 1, 1]  # max_crop_workers 4
-    assert inpainter._crop_workers([small] * 3) == [2, 2, 2]
+    assert shares([small] * 5) == [2, 2, 1, 1]  # max_crop_workers 4
+    assert shares([small] * 3) == [2, 2, 2]
     torch.set_num_threads(1)
-    assert inpainter._crop_workers([small, same]) == [1]
+    assert shares([small, same]) == [1]
     torch.set_num_threads(2)
     with monkeypatch.context() as patch:  # torch's native backend: one count for the process
         patch.setattr(torch.__config__, "parallel_info", lambda: "ATen parallel backend: native")
         per_thread_torch_threads.cache_clear()
-        assert inpainter._crop_workers([small, same]) == [2]
+        assert shares([small, same]) == [2]
     per_thread_torch_threads.cache_clear()
-    assert inpainter._crop_workers([small, same]) == [1, 1]
+    assert shares([small, same]) == [1, 1]
 
 
 def test_checkpoint_roundtrip_and_refusals(tmp_path):
