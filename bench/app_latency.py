@@ -77,6 +77,7 @@ def stroke_mask(
 
     ``cluster``: strokes inside one region about 2.5x the hole's area;
     ``scattered``: strokes of the same brush anywhere in the photo;
+    ``long``: long, gently curving strokes of that brush across the photo (wires, cables);
     ``blob``: one solid disc (an object painted over whole: a thick hole)."""
     rng = np.random.default_rng(seed)
     canvas = Image.new("L", (width, height), 0)
@@ -93,7 +94,7 @@ def stroke_mask(
         x0 = int(rng.integers(width // 4, width * 3 // 4 - side))
         y0 = int(rng.integers(height // 4, height * 3 // 4 - side))
         box = (x0, y0, x0 + side, y0 + side)
-    elif layout == "scattered":
+    elif layout in ("scattered", "long"):
         box = (brush, brush, width - brush, height - brush)
     else:
         raise ValueError(f"unknown layout {layout}")
@@ -103,9 +104,10 @@ def stroke_mask(
         y = float(rng.uniform(box[1], box[3]))
         points = [(x, y)]
         angle = float(rng.uniform(0, 2 * np.pi))
-        seg = (box[2] - box[0]) / 6 if layout == "cluster" else min(width, height) / 20
+        seg = {"cluster": (box[2] - box[0]) / 6, "long": min(width, height) / 6}.get(
+            layout, min(width, height) / 20)
         for _ in range(int(rng.integers(3, 7))):
-            angle += float(rng.normal(0, 0.8))
+            angle += float(rng.normal(0, 0.3 if layout == "long" else 0.8))
             x = float(np.clip(x + seg * np.cos(angle), box[0], box[2]))
             y = float(np.clip(y + seg * np.sin(angle), box[1], box[3]))
             points.append((x, y))
@@ -133,7 +135,9 @@ def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
     """``PRECISION`` with optional ``-nosmooth`` (the model's fill smoothing switched off) and
     ``-pN`` (N mirrored network passes instead of the model's) and ``-dense`` (every decoder
     pixel computed, not only those pasted: core.sparse_decoder) and ``-serial`` (crops one after
-    another, never several at once: Inpainter._crop_workers), e.g. ``auto-p1``."""
+    another, never several at once: Inpainter._crop_workers) and ``-notile`` (a long cluster
+    from one crop shrunk to the working size, not tiles: Inpainter._crop_windows), e.g.
+    ``auto-p1``."""
     name, *variants = precision.split("-")
     inpainter = Inpainter.from_checkpoint(path, device="cpu", precision=name)
     for variant in variants:
@@ -145,6 +149,10 @@ def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
             inpainter.needed_only = False
         elif variant == "serial":
             inpainter.max_crop_workers = 1
+        elif variant == "notile":
+            inpainter.tile_long_holes = False
+        elif variant.startswith("tile") and variant[4:].isdigit():
+            inpainter.tile_shrink = int(variant[4:]) / 100
         else:
             raise SystemExit(f"unknown precision variant '{variant}' in '{precision}'")
     return inpainter

@@ -2,7 +2,8 @@
 
 A photo is never shrunk as a whole. Holes are grouped into clusters; each cluster is cut out
 with surrounding context, run through the network at native resolution (downscaled only when
-the crop is larger than the model's working size), and only the hole pixels are pasted back
+the crop is larger than the model's working size, or its holes thicker than the model was
+trained on; a long cluster is cut into tiles instead), and only the hole pixels are pasted back
 into the full-resolution photo. Pixels outside the hole are returned bit-exact. On a CPU with
 several torch threads, the crops of several clusters run at the same time (same output).
 """
@@ -34,6 +35,8 @@ _MIN_SIDE = 128  # never shrink a crop below this for the network
 # Pixels around the holes whose output is computed too: LANCZOS resampling of the network's
 # output reads 3 px on each side (at the network's scale), plus one for rounding.
 NEEDED_MARGIN = 4
+# Inpainter.tile_shrink on a CPU.
+CPU_TILE_SHRINK = 0.5
 
 
 class InpaintCancelled(Exception):
@@ -214,6 +217,13 @@ def _expand(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
     if hi > limit:
         lo, hi = limit - want, limit
     return lo, hi
+
+
+def _cells(lo: int, hi: int, most: int) -> list[tuple[int, int]]:
+    """[lo, hi) cut into the fewest near-equal parts of at most ``most`` pixels."""
+    n = max(1, math.ceil((hi - lo) / most))
+    edges = [lo + round(i * (hi - lo) / n) for i in range(n + 1)]
+    return list(zip(edges[:-1], edges[1:]))
 
 
 def _resize_rgb(
@@ -493,7 +503,7 @@ class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
 
     # Context on each side of a cluster, in multiples of its thickest hole's radius (see
-    # _crop_window; docs/evaluation/large_photos/ compares settings).
+    # _crop_windows; docs/evaluation/large_photos/ compares settings).
     context_per_thickness = 2
     # The smallest crop side around a hole, as a fraction of the working size (_crop_side;
     # docs/evaluation/large_photos/crop_floor.py compares settings).
@@ -535,6 +545,7 @@ class Inpainter:
         # Passes of that second run; None: the model's (_fill_box says why, on a CPU too).
         self.edge_passes: int | None = None
         self._needed_only: bool | None = None  # see needed_only
+        self._tile_shrink: float | None = None  # see tile_shrink
 
     @classmethod
     def from_checkpoint(
@@ -599,6 +610,26 @@ class Inpainter:
         self._needed_only = bool(value)
 
     @property
+    def tile_shrink(self) -> float:
+        """How far a long cluster's extent may shrink its crop beyond the scale its holes'
+        thickness needs before it is cut into tiles (``_crop_windows``); 0: never tiles.
+
+        Unless set: 1.0 on a GPU (every tile at that scale: a tile costs milliseconds there),
+        0.5 on a CPU. Long brush strokes on the full-size validation photos
+        (docs/evaluation/large_photos/, 2 threads): one shrunk crop 31.00 dB in 0.44 s, 0.5
+        +0.99 dB in 0.77 s, 0.75 and 1.0 +1.65 dB in 1.18 and 1.47 s. 0.5 keeps scattered
+        strokes on a 12-MP photo within 1.5 s on 2 cores (docs/performance.md)."""
+        if self._tile_shrink is not None:
+            return self._tile_shrink
+        return CPU_TILE_SHRINK if self.device.type == "cpu" else 1.0
+
+    @tile_shrink.setter
+    def tile_shrink(self, value: float) -> None:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
+            raise ValueError(f"tile_shrink must be from 0 to 1, got {value!r}")
+        self._tile_shrink = float(value)
+
+    @property
     def device_name(self) -> str:
         name = describe_device(self.device)
         return f"{name} (bfloat16)" if self.autocast_dtype == torch.bfloat16 else name
@@ -630,8 +661,10 @@ class Inpainter:
         if hole.all():
             raise ValueError("the mask covers the whole image: there is nothing to fill from")
         context = min(max(32, self.work_size // 8), self.work_size // 4)
-        boxes = hole_clusters(hole, context)
-        windows = [self._crop_window(hole, box, context) for box in boxes]
+        crops = [crop for box in hole_clusters(hole, context)
+                 for crop in self._crop_windows(hole, box, context)]
+        boxes = [box for box, _ in crops]
+        windows = [window for _, window in crops]
         costs = [self._crop_cost(window) for window in windows]
         shares = self._crop_workers(costs)
 
@@ -748,7 +781,7 @@ class Inpainter:
         box: tuple[int, int, int, int],
         window: tuple[int, int, int, int],
     ) -> _Fill:
-        """The fill of the cluster in ``box`` from its crop ``window`` (``_crop_window``);
+        """The fill of the cluster in ``box`` from its crop ``window`` (``_crop_windows``);
         reads ``rgb`` and ``hole`` only, so crops can run at once."""
         notices: list[str] = []
         top, left, bottom, right = box
@@ -847,19 +880,30 @@ class Inpainter:
             radius = hole_radius(hole, limit=PASSES_MIN_RADIUS)
         return self.passes if radius >= PASSES_MIN_RADIUS else 1
 
-    def _crop_window(
+    def _crop_windows(
         self, hole: np.ndarray, box: tuple[int, int, int, int], context: int
-    ) -> tuple[int, int, int, int]:
-        """(top, bottom, left, right) of the crop run for the cluster in ``box``: the holes plus
-        context on every side, ``context_per_thickness`` times the thickest hole's radius
-        (``context`` at least; half the cluster's extent at most, which is all a compact hole
-        gets).
+    ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+        """(box, window) pairs that fill the cluster in ``box``: one crop window
+        (top, bottom, left, right) with the holes plus context on every side,
+        ``context_per_thickness`` times the thickest hole's radius (``context`` at least; half
+        the cluster's extent at most, which is all a compact hole gets); or, for a long
+        cluster that crop would shrink below the scale its holes' thickness needs, tiles.
 
         Why thickness and not extent: the network fills a hole from a band around it about as
         wide as the hole is thick, whatever its length. Sized by its extent, a long brush
         stroke got a crop that was mostly context, shrunk 3-4x to the working size: a blurred
         fill (0.2-0.9 dB lower on the large validation photos, docs/evaluation/large_photos/)
-        and more network work."""
+        and more network work.
+
+        Why tiles: a long thin stroke across a large photo still needs a crop wider than the
+        working size, and shrinking it to fit blurs the fill as above (a 30 px stroke 2,000 px
+        long ran at a quarter of its resolution). Tiles cut the cluster's box into cells
+        small enough that each cell plus the same context fits the working size at the scale
+        the thickest hole needs (``max_hole_radius``; no tiles without it), times
+        ``tile_shrink``; each tile pastes its own cell's holes. Neighbouring tiles see each
+        other's holes as holes and the same context around the cut, and no seam showed where
+        strokes cross one (docs/evaluation/large_photos/).
+        """
         h, w = hole.shape
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
@@ -874,6 +918,7 @@ class Inpainter:
             margin = max(context, min(span // 2, per * measured))
             thickness = measured if measured < limit else None
         floor = 0
+        scale = 1.0  # the scale the thickest hole runs at (max_hole_radius), at most
         if self.max_hole_radius:
             # _fill_box shrinks a crop for max_hole_radius but keeps _MIN_SIDE px of it, so a
             # thick hole in a small crop could reach the network thicker than the model was
@@ -885,11 +930,36 @@ class Inpainter:
                 thickness = hole_thickness(ring, limit=cap)
             floor = min(self.work_size,
                         math.ceil(_MIN_SIDE * min(thickness, cap) / self.max_hole_radius))
-        # The hole plus its context (see _crop_side): a small hole needs no full working-size
-        # pass around it.
-        t, b = _expand(top, bottom, self._crop_side(max(bottom - top + 2 * margin, floor)), h)
-        lft, rgt = _expand(left, right, self._crop_side(max(right - left + 2 * margin, floor)), w)
-        return t, b, lft, rgt
+            scale = min(1.0, self.max_hole_radius / max(1, thickness))
+
+        def window(sub: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
+            # The hole plus its context (see _crop_side): a small hole needs no full
+            # working-size pass around it.
+            s_top, s_left, s_bottom, s_right = sub
+            t, b = _expand(s_top, s_bottom,
+                           self._crop_side(max(s_bottom - s_top + 2 * margin, floor)), h)
+            lft, rgt = _expand(s_left, s_right,
+                               self._crop_side(max(s_right - s_left + 2 * margin, floor)), w)
+            return t, b, lft, rgt
+
+        whole = window(box)
+        if not self.tile_shrink or not self.max_hole_radius:
+            # (without max_hole_radius the scale a thick hole needs is unknown: no tiles)
+            return [(box, whole)]
+        largest = int(self.work_size / (scale * self.tile_shrink))  # a tile's side, at most
+        cell = largest - 2 * margin
+        if max(whole[1] - whole[0], whole[3] - whole[2]) <= largest or cell < self.work_size // 4:
+            return [(box, whole)]
+        rows = _cells(top, bottom, cell)
+        cols = _cells(left, right, cell)
+        tiles = []
+        for y0, y1 in rows:
+            for x0, x1 in cols:
+                sub = _hole_box(hole[y0:y1, x0:x1])
+                if sub is not None:
+                    sub = (y0 + sub[0], x0 + sub[1], y0 + sub[2], x0 + sub[3])
+                    tiles.append((sub, window(sub)))
+        return tiles
 
     def _run(self, rgb: np.ndarray, hole: np.ndarray, notices: list[str],
              passes: int = 1) -> np.ndarray:

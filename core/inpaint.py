@@ -2,7 +2,7 @@
 
     python -m core.inpaint IMAGE MASK -o OUT [--raw-out PATH] [--checkpoint PATH]
                            [--device auto|cpu|cuda] [--precision auto|fp32|bf16]
-                           [--passes 1|2|3] [--overwrite]
+                           [--passes 1|2|3] [--full-resolution] [--overwrite]
 
 IMAGE and MASK may also be folders (masks matched to images by file stem); OUT is then a
 folder, and a photo or mask that cannot be used is reported and skipped (exit 2 at the end).
@@ -45,6 +45,10 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--passes", type=int, choices=[1, 2, 3],
                    help="network runs per hole, mirrored and averaged (default: the model's; "
                         "1 is fastest)")
+    p.add_argument("--full-resolution", action="store_true",
+                   help="fill long strokes tile by tile at the scale their thickness needs, "
+                        "never shrunk to fit (a GPU always does; slower on a CPU, which by "
+                        "default lets them shrink up to 2x)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 
@@ -156,6 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         inpainter = Inpainter.from_checkpoint(
             args.checkpoint, device=args.device, precision=args.precision, passes=args.passes
         )
+        if args.full_resolution:
+            inpainter.tile_shrink = 1.0
         if folder_mode:
             for writing in (args.out, args.raw_out):
                 if writing is not None:

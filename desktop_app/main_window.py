@@ -229,6 +229,11 @@ class MainWindow(QMainWindow):
             tip="Run the network once per hole instead of averaging mirrored runs: faster, "
                 "but the widest holes can keep a dark or bright spot")
         self.single_pass_action.setChecked(self.settings.single_pass)
+        self.full_resolution_action = self._action(
+            "&Full-Resolution Strokes (Slower)", self.set_full_resolution, checkable=True,
+            tip="Fill long strokes tile by tile at full resolution, never shrunk to fit: "
+                "sharper on large photos, slower on a CPU (a GPU always does this)")
+        self.full_resolution_action.setChecked(self.settings.full_resolution)
 
         self.about_action = self._action("&About", self.show_about)
 
@@ -274,6 +279,7 @@ class MainWindow(QMainWindow):
         for action in self.device_actions.values():
             device_menu.addAction(action)
         model_menu.addAction(self.single_pass_action)
+        model_menu.addAction(self.full_resolution_action)
 
         help_menu = bar.addMenu("&Help")
         help_menu.addAction(self.about_action)
@@ -799,7 +805,8 @@ class MainWindow(QMainWindow):
         self._pending_model_path = path
         self._save_model_choice = remember
         self.service.load_model(path, self._device, self._precision,
-                                1 if self.single_pass_action.isChecked() else None)
+                                1 if self.single_pass_action.isChecked() else None,
+                                self.full_resolution_action.isChecked())
         self._update_model_labels()
 
     def load_checkpoint_dialog(self) -> None:
@@ -837,6 +844,13 @@ class MainWindow(QMainWindow):
         self.single_pass_action.setChecked(enabled)
         self._reload_model()
 
+    def set_full_resolution(self, enabled: bool) -> None:
+        """Long strokes tile by tile at full resolution (or shrunk up to 2x on a CPU);
+        reloads the model."""
+        self.settings.full_resolution = enabled
+        self.full_resolution_action.setChecked(enabled)
+        self._reload_model()
+
     def _on_model_loaded(self, info: ModelInfo) -> None:
         self.model_loading = False
         self.model_info = info
@@ -870,7 +884,10 @@ class MainWindow(QMainWindow):
                 f"{info.source}\n{info.layers} levels, width {info.width}, "
                 f"working size {info.work_size} px, "
                 + (f"{info.passes} mirrored passes per hole (on a CPU thick holes only)"
-                   if info.passes > 1 else "1 pass per hole"))
+                   if info.passes > 1 else "1 pass per hole")
+                + (", long strokes at full resolution" if info.tile_shrink >= 1
+                   else f", long strokes shrunk up to {1 / info.tile_shrink:g}x"
+                   if info.tile_shrink else ""))
         self.device_label.setText(f"Device: {info.device_name}" if info else "Device: -")
         cuda = info is not None and info.cuda_available
         self.device_actions["cuda"].setEnabled(cuda or self._device == "cuda")

@@ -100,6 +100,17 @@ class AppSettings:
         self.qsettings.setValue("model/single_pass", bool(value))
 
     @property
+    def full_resolution(self) -> bool:
+        """Fill long strokes tile by tile at the scale their thickness needs, as on a GPU,
+        instead of letting a CPU shrink them up to 2x (sharper, slower; see
+        core.inference.Inpainter.tile_shrink)."""
+        return self._get_bool("model/full_resolution", False)
+
+    @full_resolution.setter
+    def full_resolution(self, value: bool) -> None:
+        self.qsettings.setValue("model/full_resolution", bool(value))
+
+    @property
     def live_mode(self) -> bool:
         return self._get_bool("inpaint/live", False)
 

@@ -41,6 +41,7 @@ class ModelRequest:
     device: str  # "auto", "cpu" or "cuda"
     precision: str = "auto"  # "auto", "fp32" or "bf16" (core.inference.PRECISIONS)
     passes: int | None = None  # network passes per hole; None: what the model file says
+    full_resolution: bool = False  # long strokes never shrunk to fit (Inpainter.tile_shrink 1)
 
 
 @dataclass(frozen=True)
@@ -54,6 +55,7 @@ class ModelInfo:
     work_size: int
     cuda_available: bool = False
     passes: int = 1
+    tile_shrink: float = 1.0  # core.inference.Inpainter.tile_shrink
 
 
 def worker_torch_threads() -> int:
@@ -107,6 +109,8 @@ class InpaintWorker(QObject):
             inpainter = Inpainter.from_checkpoint(request.path, device=request.device,
                                                   precision=request.precision,
                                                   passes=request.passes)
+            if request.full_resolution:
+                inpainter.tile_shrink = 1.0
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app carries on
             self.model_error.emit(_one_line(exc))
             return
@@ -192,6 +196,7 @@ def _model_info(inpainter) -> ModelInfo:
         work_size=int(inpainter.work_size),
         cuda_available=bool(torch.cuda.is_available()),
         passes=int(inpainter.passes),
+        tile_shrink=float(inpainter.tile_shrink),
     )
 
 
@@ -232,9 +237,9 @@ class InpaintService(QObject):
         self.worker.cancel_up_to(self._last_request_id if request_id is None else request_id)
 
     def load_model(self, path: str | Path | None, device: str, precision: str = "auto",
-                   passes: int | None = None) -> None:
-        self._load_requested.emit(
-            ModelRequest(str(path) if path else None, device, precision, passes))
+                   passes: int | None = None, full_resolution: bool = False) -> None:
+        self._load_requested.emit(ModelRequest(str(path) if path else None, device, precision,
+                                               passes, full_resolution))
 
     def shutdown(self, timeout_ms: int = 60_000) -> bool:
         """Cancel everything and stop the thread; True when it stopped within the timeout.

@@ -600,6 +600,25 @@ def test_cli_precision_flag(tmp_path, tiny_model_file, rng):
     assert bad.returncode == 2 and "invalid choice" in bad.stderr
 
 
+def test_cli_full_resolution_flag_sets_tiles_at_full_scale(tmp_path, tiny_model_file, rng,
+                                                           monkeypatch):
+    from core import inpaint
+
+    image, mask = tmp_path / "photo.png", tmp_path / "mask.png"
+    Image.fromarray(rng.integers(0, 256, (64, 80, 3), dtype=np.uint8)).save(image)
+    hole = np.zeros((64, 80), np.uint8)
+    hole[20:40, 30:50] = 255
+    Image.fromarray(hole).save(mask)
+    made = []
+    original = Inpainter.from_checkpoint.__func__
+    monkeypatch.setattr(Inpainter, "from_checkpoint", classmethod(
+        lambda cls, *a, **k: made.append(original(cls, *a, **k)) or made[-1]))
+    base = [str(image), str(mask), "--checkpoint", str(tiny_model_file), "--device", "cpu"]
+    assert inpaint.run([*base, "-o", str(tmp_path / "a.png")]) == 0
+    assert inpaint.run([*base, "-o", str(tmp_path / "b.png"), "--full-resolution"]) == 0
+    assert [m.tile_shrink for m in made] == [0.5, 1.0]  # the CPU's default, then full scale
+
+
 def test_fill_smoothing_touches_only_the_composite_inside_holes(rng):
     """The smoothing blurs the fill (less near known pixels, more far from them), never a
     known pixel, and leaves the raw output as the network made it."""
@@ -873,3 +892,71 @@ def test_thick_compact_holes_get_crops_that_can_shrink_to_max_hole_radius(rng):
         # the coarse run within a pixel of the limit (the downscaled mask is conservative),
         # then the edge band's run at the working scale when the model has one (not here)
         assert radii and radii[0] <= 25, (half, radii)
+
+
+def test_long_thin_strokes_are_filled_in_tiles_not_one_shrunk_crop(rng):
+    """A stroke longer than the working size is cut into tiles, each run at no coarser a
+    scale than ``tile_shrink`` (native with 1.0), pasting every hole pixel exactly once;
+    one shrunk crop with 0."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
+                    max_hole_radius=16)
+    image = rng.integers(0, 256, (600, 1200, 3), dtype=np.uint8)
+    hole = np.zeros((600, 1200), bool)
+    hole[300:312, 100:1100] = True  # 1000 px long, radius 6
+    hole[200:420, 640:652] = True  # and a crossing stroke, 220 px long
+    calls = []
+    original = inp._run
+    inp._run = lambda rgb, h, n, *p: calls.append(rgb.shape[:2]) or original(rgb, h, n, *p)
+    results = {}
+    for shrink in (0, 0.5, 1.0):
+        inp.tile_shrink = shrink
+        calls.clear()
+        results[shrink] = inp.inpaint(image, hole).composite
+        assert np.array_equal(results[shrink][~hole], image[~hole])
+        (box,) = hole_clusters(hole, 32)
+        tiles = inp._crop_windows(hole, box, 32)
+        covered = np.zeros(hole.shape, int)
+        for (top, left, bottom, right), (t, b, lft, rgt) in tiles:
+            covered[top:bottom, left:right] += hole[top:bottom, left:right]
+            assert t <= top and b >= bottom and lft <= left and rgt >= right
+            if shrink:  # the network's scale for each tile: at least ``shrink``
+                assert 256 / max(b - t, rgt - lft) >= shrink
+        assert np.array_equal(covered, hole.astype(int))  # each hole pixel once
+        assert len(calls) == len(tiles)
+        if shrink == 0:
+            assert len(tiles) == 1 and calls == [(68, 256)]  # 284 x 1064 shrunk to fit 256
+        elif shrink == 1.0:
+            assert all(max(shape) <= 256 for shape in calls)  # native resolution
+            assert len(tiles) >= 5
+    # the tiles' fills are not the shrunk crop's
+    assert not np.array_equal(results[0][hole], results[1.0][hole])
+
+
+def test_thick_holes_and_models_without_a_trained_radius_get_no_tiles(rng):
+    """A solid disc wider than the working size is run coarser as one crop (its thickness
+    needs that scale anyway), and so is any hole when the model gives no max_hole_radius."""
+    model = PConvUNet(layers=4, width=8)
+    disc = np.zeros((1200, 1200), bool)
+    yy, xx = np.ogrid[:1200, :1200]
+    disc[(yy - 600) ** 2 + (xx - 600) ** 2 < 300**2] = True
+    stroke = np.zeros((1200, 1200), bool)
+    stroke[600:612, 100:1100] = True
+    with_radius = Inpainter(model, device="cpu", work_size=256, max_hole_radius=16)
+    without = Inpainter(model, device="cpu", work_size=256)
+    for inp, hole, tiled in [(with_radius, disc, False), (with_radius, stroke, True),
+                             (without, stroke, False)]:
+        inp.tile_shrink = 1.0
+        (box,) = hole_clusters(hole, 32)
+        assert (len(inp._crop_windows(hole, box, 32)) > 1) == tiled
+
+
+def test_tile_shrink_follows_the_device_unless_set(inpainter):
+    assert inpainter.tile_shrink == 0.5  # a CPU
+    inpainter.device = torch.device("cuda")  # (only the setting is read)
+    assert inpainter.tile_shrink == 1.0
+    inpainter.tile_shrink = 0.75
+    inpainter.to("cpu")
+    assert inpainter.tile_shrink == 0.75
+    for bad in (-0.1, 1.5, True, "1"):
+        with pytest.raises(ValueError, match="tile_shrink"):
+            inpainter.tile_shrink = bad

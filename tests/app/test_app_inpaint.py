@@ -382,6 +382,25 @@ def test_single_pass_reloads_the_model_and_is_remembered(make_window, qtbot, set
     assert not settings.single_pass
 
 
+def test_full_resolution_strokes_reload_the_model_and_are_remembered(make_window, qtbot,
+                                                                    settings, photo_file):
+    """On a CPU long strokes may shrink up to 2x by default; Model > Full-Resolution Strokes
+    reloads the model with tiles at full scale, is remembered, and unchecking undoes it."""
+    window = make_window(photo=photo_file)
+    qtbot.waitUntil(lambda: window.model_info is not None, timeout=10_000)
+    assert window.model_info.tile_shrink == 0.5
+    assert "shrunk up to 2x" in window.model_label.toolTip()
+    window.full_resolution_action.trigger()
+    qtbot.waitUntil(lambda: window.model_info is not None
+                    and window.model_info.tile_shrink == 1.0, timeout=10_000)
+    assert settings.full_resolution
+    assert "long strokes at full resolution" in window.model_label.toolTip()
+    window.full_resolution_action.trigger()
+    qtbot.waitUntil(lambda: window.model_info is not None
+                    and window.model_info.tile_shrink == 0.5, timeout=10_000)
+    assert not settings.full_resolution
+
+
 def test_a_remembered_load_stays_remembered_when_a_setting_reloads_it(window, qtbot, settings,
                                                                       tmp_path):
     """Load Checkpoint (remembered), then Single Pass before the load has finished: the

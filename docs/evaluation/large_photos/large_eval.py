@@ -16,7 +16,11 @@ Variants: ``thick`` is the crop rule of core.inference (context from the holes' 
 ``thickN``: N times the thickness instead of ``Inpainter.context_per_thickness``);
 ``span`` the rule before it (context half the cluster's extent); suffix ``-p1`` for one network
 pass instead of the model's, ``-pall`` for the model's passes on every crop (not only where the
-holes are thick).
+holes are thick), ``-tN`` for ``Inpainter.tile_shrink`` N / 100 (``-t0``: a long cluster from one
+crop shrunk to the working size, no tiles; without it the CPU's default).
+
+Layouts: ``scattered``, ``cluster`` and ``long`` (long strokes across the photo), from
+``bench/app_latency.py``'s ``stroke_mask``.
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from core.inference import Inpainter  # noqa: E402
 class SpanRule(Inpainter):
     """The crop rule before the thickness one: context half the cluster's extent."""
 
-    def _crop_window(self, hole, box, context):  # noqa: ANN001, ANN202
+    def _crop_windows(self, hole, box, context):  # noqa: ANN001, ANN202
         from core.inference import _expand
 
         h, w = hole.shape
@@ -53,7 +57,7 @@ class SpanRule(Inpainter):
         margin = max(context, max(bottom - top, right - left) // 2)
         t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
         lft, rgt = _expand(left, right, self._crop_side(right - left + 2 * margin), w)
-        return t, b, lft, rgt
+        return [(box, (t, b, lft, rgt))]
 
 
 def hole_scores(filled: np.ndarray, truth: np.ndarray, hole: np.ndarray) -> tuple[float, float]:
@@ -98,6 +102,8 @@ def main() -> None:
                     base.context_per_thickness = int(rule[5:] or Inpainter.context_per_thickness
                                                      ) if rule.startswith("thick") else 0
                     base.passes = 1 if "p1" in opts else 3
+                    tiles = [int(o[1:]) / 100 for o in opts if o[:1] == "t" and o[1:].isdigit()]
+                    base._tile_shrink = tiles[0] if tiles else None  # None: the device's
                     # pall: the mirrored passes for every crop, however thin its holes
                     inference.PASSES_MIN_RADIUS = 0 if "pall" in opts else passes_min_radius
                     calls = []
