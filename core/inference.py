@@ -911,6 +911,7 @@ class Inpainter:
         # with a ring of the known pixels around (a box wholly hole would never erode)
         ring = hole[max(0, top - 1) : bottom + 1, max(0, left - 1) : right + 1]
         thickness = None  # the thickest hole's radius, when measured below its limit
+        limit = 0
         if span // 2 > context:
             per = max(1, int(self.context_per_thickness))
             limit = span // (2 * per) + 1
@@ -923,10 +924,13 @@ class Inpainter:
             # _fill_box shrinks a crop for max_hole_radius but keeps _MIN_SIDE px of it, so a
             # thick hole in a small crop could reach the network thicker than the model was
             # trained on: up to the working size (beyond it a crop is downscaled anyway), the
-            # crop must be large enough to shrink that far. (Measured again only for a compact
-            # box, at most 2 * context wide, or a thickness that stopped at its limit.)
+            # crop must be large enough to shrink that far. (Measured again for a compact box,
+            # at most 2 * context wide, a thickness that stopped at its limit, or one measured
+            # coarsely.)
             cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1
-            if thickness is None:
+            if thickness is None or limit > cap:
+                # (a limit above cap measured in blocks of limit / 32 px: up to 1.4x off, and
+                # the tiles' scale below follows it)
                 thickness = hole_thickness(ring, limit=cap)
             floor = min(self.work_size,
                         math.ceil(_MIN_SIDE * min(thickness, cap) / self.max_hole_radius))

@@ -55,7 +55,7 @@ class ModelInfo:
     work_size: int
     cuda_available: bool = False
     passes: int = 1
-    tile_shrink: float = 1.0  # core.inference.Inpainter.tile_shrink
+    tile_shrink: float = 1.0  # core.inference.Inpainter.tile_shrink; 0: no tiles
 
 
 def worker_torch_threads() -> int:
@@ -196,7 +196,8 @@ def _model_info(inpainter) -> ModelInfo:
         work_size=int(inpainter.work_size),
         cuda_available=bool(torch.cuda.is_available()),
         passes=int(inpainter.passes),
-        tile_shrink=float(inpainter.tile_shrink),
+        # 0: no tiles (a model without max_hole_radius never gets them)
+        tile_shrink=float(inpainter.tile_shrink) if inpainter.max_hole_radius else 0.0,
     )
 
 

@@ -904,15 +904,24 @@ def test_long_thin_strokes_are_filled_in_tiles_not_one_shrunk_crop(rng):
     hole = np.zeros((600, 1200), bool)
     hole[300:312, 100:1100] = True  # 1000 px long, radius 6
     hole[200:420, 640:652] = True  # and a crossing stroke, 220 px long
-    calls = []
+    calls, pasted = [], np.zeros(hole.shape, int)
     original = inp._run
     inp._run = lambda rgb, h, n, *p: calls.append(rgb.shape[:2]) or original(rgb, h, n, *p)
+    paste = inp._paste
+
+    def count(fill, *rest):
+        pasted[fill.rows, fill.cols] += fill.paste
+        paste(fill, *rest)
+
+    inp._paste = count
     results = {}
     for shrink in (0, 0.5, 1.0):
         inp.tile_shrink = shrink
         calls.clear()
+        pasted[:] = 0
         results[shrink] = inp.inpaint(image, hole).composite
         assert np.array_equal(results[shrink][~hole], image[~hole])
+        assert np.array_equal(pasted, hole.astype(int))  # each hole pixel pasted once
         (box,) = hole_clusters(hole, 32)
         tiles = inp._crop_windows(hole, box, 32)
         covered = np.zeros(hole.shape, int)
@@ -934,7 +943,8 @@ def test_long_thin_strokes_are_filled_in_tiles_not_one_shrunk_crop(rng):
 
 def test_thick_holes_and_models_without_a_trained_radius_get_no_tiles(rng):
     """A solid disc wider than the working size is run coarser as one crop (its thickness
-    needs that scale anyway), and so is any hole when the model gives no max_hole_radius."""
+    needs that scale anyway: cells the size of a tile less its context would be empty), and
+    so is any hole when the model gives no max_hole_radius."""
     model = PConvUNet(layers=4, width=8)
     disc = np.zeros((1200, 1200), bool)
     yy, xx = np.ogrid[:1200, :1200]
@@ -960,3 +970,22 @@ def test_tile_shrink_follows_the_device_unless_set(inpainter):
     for bad in (-0.1, 1.5, True, "1"):
         with pytest.raises(ValueError, match="tile_shrink"):
             inpainter.tile_shrink = bad
+
+
+def test_tiles_of_a_thick_long_stroke_run_at_the_scale_its_thickness_needs(rng):
+    """A 64 px brush (radius 32) 3,900 px long, max_hole_radius 24: each tile reaches the
+    network with its holes about 24 px thick, not shrunk further for the stroke's length
+    (a coarse thickness estimate once made the tiles 1.4x too large)."""
+    from core.inference import hole_radius
+
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=512,
+                    max_hole_radius=24)
+    inp.tile_shrink = 1.0
+    hole = np.zeros((1000, 4000), bool)
+    hole[500:564, 50:3950] = True
+    radii = []
+    original = inp._run
+    inp._run = lambda rgb, h, n, *p: radii.append(hole_radius(h, 100)) or original(rgb, h, n, *p)
+    image = rng.integers(0, 256, (1000, 4000, 3), dtype=np.uint8)
+    inp.inpaint(image, hole)
+    assert len(radii) >= 6 and all(22 <= r <= 25 for r in radii), radii

@@ -383,11 +383,21 @@ def test_single_pass_reloads_the_model_and_is_remembered(make_window, qtbot, set
 
 
 def test_full_resolution_strokes_reload_the_model_and_are_remembered(make_window, qtbot,
-                                                                    settings, photo_file):
+                                                                    settings, photo_file,
+                                                                    tmp_path):
     """On a CPU long strokes may shrink up to 2x by default; Model > Full-Resolution Strokes
-    reloads the model with tiles at full scale, is remembered, and unchecking undoes it."""
+    reloads the model with tiles at full scale, is remembered, and unchecking undoes it. A
+    model without a trained hole radius gets no tiles, and the tooltip does not claim any."""
+    from core.checkpoint import save_model_file
+    from core.model import PConvUNet
+
+    path = tmp_path / "radius.safetensors"
+    save_model_file(path, PConvUNet(layers=4, width=8), extra={"max_hole_radius": 16})
     window = make_window(photo=photo_file)
     qtbot.waitUntil(lambda: window.model_info is not None, timeout=10_000)
+    assert window.model_info.tile_shrink == 0 and "strokes" not in window.model_label.toolTip()
+    window.load_checkpoint(path)
+    qtbot.waitUntil(lambda: not window.model_loading, timeout=10_000)
     assert window.model_info.tile_shrink == 0.5
     assert "shrunk up to 2x" in window.model_label.toolTip()
     window.full_resolution_action.trigger()
