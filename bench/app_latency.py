@@ -150,7 +150,7 @@ def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
         elif variant == "serial":
             inpainter.max_crop_workers = 1
         elif variant == "notile":
-            inpainter.tile_long_holes = False
+            inpainter.tile_shrink = 0
         elif variant.startswith("tile") and variant[4:].isdigit():
             inpainter.tile_shrink = int(variant[4:]) / 100
         else:
@@ -386,7 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--height", type=int, default=3000)
     p.add_argument("--hole", type=float, default=0.02, help="hole fraction of the photo")
     p.add_argument("--layouts", default="cluster,scattered",
-                   help="comma-separated: cluster, scattered, blob (see stroke_mask)")
+                   help="comma-separated: cluster, scattered, blob, long (see stroke_mask)")
     p.add_argument("--threads", default="1,2", help="torch intra-op threads to compare")
     p.add_argument("--runs", type=int, default=3, help="end-to-end runs per setting")
     p.add_argument("--precisions", default="fp32,auto",
