@@ -171,6 +171,14 @@ def _hole_box(hole: np.ndarray) -> tuple[int, int, int, int] | None:
 
 def hole_clusters(hole_mask: np.ndarray, context: int) -> list[tuple[int, int, int, int]]:
     """Bounding boxes (top, left, bottom, right) of groups of holes closer than ``context``."""
+    return _cluster_cells(hole_mask, context)[0]
+
+
+def _cluster_cells(
+    hole_mask: np.ndarray, context: int
+) -> tuple[list[tuple[int, int, int, int]], np.ndarray]:
+    """``hole_clusters``' boxes, and a grid of _GRID-pixel cells: k + 1 where a cell holds holes
+    of the k-th cluster, 0 where it holds none (a box can hold another cluster's holes)."""
     h, w = hole_mask.shape
     gh, gw = math.ceil(h / _GRID), math.ceil(w / _GRID)
     padded = np.zeros((gh * _GRID, gw * _GRID), dtype=bool)
@@ -206,7 +214,8 @@ def hole_clusters(hole_mask: np.ndarray, context: int) -> list[tuple[int, int, i
         bottom, right = min(h, (max(my) + 1) * _GRID), min(w, (max(mx) + 1) * _GRID)
         t, lft, b, rgt = _hole_box(hole_mask[top:bottom, left:right])  # type: ignore[misc]
         boxes.append((top + t, left + lft, top + b, left + rgt))
-    return boxes
+    labels[~cells] = 0
+    return boxes, labels
 
 
 def _expand(lo: int, hi: int, want: int, limit: int) -> tuple[int, int]:
@@ -661,8 +670,9 @@ class Inpainter:
         if hole.all():
             raise ValueError("the mask covers the whole image: there is nothing to fill from")
         context = min(max(32, self.work_size // 8), self.work_size // 4)
-        crops = [crop for box in hole_clusters(hole, context)
-                 for crop in self._crop_windows(hole, box, context)]
+        clusters, labels = _cluster_cells(hole, context)
+        crops = [crop for k, box in enumerate(clusters)
+                 for crop in self._crop_windows(hole, box, context, labels == k + 1)]
         boxes = [box for box, _ in crops]
         windows = [window for _, window in crops]
         costs = [self._crop_cost(window) for window in windows]
@@ -881,7 +891,8 @@ class Inpainter:
         return self.passes if radius >= PASSES_MIN_RADIUS else 1
 
     def _crop_windows(
-        self, hole: np.ndarray, box: tuple[int, int, int, int], context: int
+        self, hole: np.ndarray, box: tuple[int, int, int, int], context: int,
+        own_cells: np.ndarray | None = None,
     ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
         """(box, window) pairs that fill the cluster in ``box``: one crop window
         (top, bottom, left, right) with the holes plus context on every side,
@@ -902,7 +913,9 @@ class Inpainter:
         the thickest hole needs (``max_hole_radius``; no tiles without it), times
         ``tile_shrink``; each tile pastes its own cell's holes. Neighbouring tiles see each
         other's holes as holes and the same context around the cut, and no seam showed where
-        strokes cross one (docs/evaluation/large_photos/).
+        strokes cross one (docs/evaluation/large_photos/). ``own_cells`` (``_cluster_cells``'
+        grid, True where this cluster has holes) keeps a cell that holds only another
+        cluster's holes, which that cluster's own crop fills, from becoming a tile.
         """
         h, w = hole.shape
         top, left, bottom, right = box
@@ -959,7 +972,14 @@ class Inpainter:
         tiles = []
         for y0, y1 in rows:
             for x0, x1 in cols:
-                sub = _hole_box(hole[y0:y1, x0:x1])
+                mine = hole[y0:y1, x0:x1]
+                if own_cells is not None:
+                    grid = own_cells[y0 // _GRID : (y1 - 1) // _GRID + 1,
+                                     x0 // _GRID : (x1 - 1) // _GRID + 1]
+                    grid = np.repeat(np.repeat(grid, _GRID, axis=0), _GRID, axis=1)
+                    oy, ox = y0 % _GRID, x0 % _GRID
+                    mine = mine & grid[oy : oy + y1 - y0, ox : ox + x1 - x0]
+                sub = _hole_box(mine)
                 if sub is not None:
                     sub = (y0 + sub[0], x0 + sub[1], y0 + sub[2], x0 + sub[3])
                     tiles.append((sub, window(sub)))

@@ -989,3 +989,41 @@ def test_tiles_of_a_thick_long_stroke_run_at_the_scale_its_thickness_needs(rng):
     image = rng.integers(0, 256, (1000, 4000, 3), dtype=np.uint8)
     inp.inpaint(image, hole)
     assert len(radii) >= 6 and all(22 <= r <= 25 for r in radii), radii
+
+
+def test_a_cell_with_only_another_clusters_holes_is_not_a_tile(rng):
+    """An L-shaped stroke's box holds a separate dot far from the stroke: the dot is filled
+    by its own crop only, not also by a tile of the L."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
+                    max_hole_radius=16)
+    inp.tile_shrink = 1.0
+    image = rng.integers(0, 256, (1200, 1200, 3), dtype=np.uint8)
+    hole = np.zeros((1200, 1200), bool)
+    hole[100:112, 100:1100] = hole[100:1100, 100:112] = True  # the L
+    hole[900:910, 900:910] = True  # the dot, 788 px from the L's arms
+    boxes = hole_clusters(hole, 32)
+    assert len(boxes) == 2
+    dot_pastes, runs = [], []
+    paste = inp._paste
+
+    def count(fill, *rest):
+        dot_pastes.append(int(fill.paste[900 - fill.rows.start: 910 - fill.rows.start,
+                                         900 - fill.cols.start: 910 - fill.cols.start].sum())
+                          if fill.rows.start <= 900 < fill.rows.stop
+                          and fill.cols.start <= 900 < fill.cols.stop else 0)
+        paste(fill, *rest)
+
+    inp._paste = count
+    original = inp._run
+    inp._run = lambda rgb, h, n, *p: runs.append(rgb.shape) or original(rgb, h, n, *p)
+    result = inp.inpaint(image, hole)
+    assert np.array_equal(result.composite[~hole], image[~hole])
+    assert sum(n > 0 for n in dot_pastes) == 1 and max(dot_pastes) == 100  # pasted once
+    from core.inference import _cluster_cells
+
+    clusters, labels = _cluster_cells(hole, 32)
+    k = next(i for i, b in enumerate(clusters) if b[2] - b[0] > 500)  # the L
+    own = inp._crop_windows(hole, clusters[k], 32, labels == k + 1)
+    blind = inp._crop_windows(hole, clusters[k], 32)
+    assert len(blind) == len(own) + 1  # without its own cells the dot's would be a tile
+    assert len(runs) == len(own) + 1  # the L's tiles and the dot's own crop
