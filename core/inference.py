@@ -625,9 +625,10 @@ class Inpainter:
 
         Unless set: 1.0 on a GPU (every tile at that scale: a tile costs milliseconds there),
         0.5 on a CPU. Long brush strokes on the full-size validation photos
-        (docs/evaluation/large_photos/, 2 threads): one shrunk crop 31.00 dB in 0.44 s, 0.5
-        +0.99 dB in 0.77 s, 0.75 and 1.0 +1.65 dB in 1.18 and 1.47 s. 0.5 keeps scattered
-        strokes on a 12-MP photo within 1.5 s on 2 cores (docs/performance.md)."""
+        (docs/evaluation/large_photos/results_s10.json, 1 thread): one shrunk crop 31.00 dB in
+        0.68 s, 0.5 +1.01 dB in 1.43 s, 0.75 and 1.0 +1.67 / +1.66 dB in 2.28 / 2.87 s. 0.5
+        keeps scattered strokes on a 12-MP photo within 1.5 s on 2 cores (1.32 s;
+        docs/performance.md, tenth session)."""
         if self._tile_shrink is not None:
             return self._tile_shrink
         return CPU_TILE_SHRINK if self.device.type == "cpu" else 1.0
