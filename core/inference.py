@@ -508,6 +508,18 @@ def _setting(payload: dict, key: str, path: str | Path, lo: int, hi: int) -> int
     return value
 
 
+@dataclass
+class _Cluster:
+    """A cluster as ``Inpainter._cluster_plan`` measured it, ready to cut into windows."""
+
+    box: tuple[int, int, int, int]
+    margin: int  # context on each side
+    floor: int  # the smallest crop side its thickness allows (max_hole_radius)
+    scale: float  # the scale its thickest hole needs, at most 1
+    thickness: int | None  # its thickest hole's radius, when measured
+    own_cells: np.ndarray | None  # _cluster_cells' grid, True where it has holes
+
+
 class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
 
@@ -517,6 +529,9 @@ class Inpainter:
     # The smallest crop side around a hole, as a fraction of the working size (_crop_side;
     # docs/evaluation/large_photos/crop_floor.py compares settings).
     crop_floor = 0.5
+    # On a CPU, by default (tile_shrink unset), a job whose full-scale tiles cost at most this
+    # many network runs on a working-size square gets them (_plan_crops).
+    full_scale_budget = 8.0
     # Crops run at once on a CPU, at most (each holds its own activations; _crop_workers).
     max_crop_workers = 4
 
@@ -624,7 +639,8 @@ class Inpainter:
         thickness needs before it is cut into tiles (``_crop_windows``); 0: never tiles.
 
         Unless set: 1.0 on a GPU (every tile at that scale: a tile costs milliseconds there),
-        0.5 on a CPU. Long brush strokes on the full-size validation photos
+        0.5 on a CPU, where a job within ``full_scale_budget`` still gets 1.0 (_plan_crops).
+        Long brush strokes on the full-size validation photos
         (docs/evaluation/large_photos/results_s10.json, 1 thread): one shrunk crop 31.00 dB in
         0.68 s, 0.5 +1.01 dB in 1.43 s, 0.75 and 1.0 +1.67 / +1.66 dB in 2.28 / 2.87 s. 0.5
         keeps scattered strokes on a 12-MP photo within 1.5 s on 2 cores (1.32 s;
@@ -672,8 +688,9 @@ class Inpainter:
             raise ValueError("the mask covers the whole image: there is nothing to fill from")
         context = min(max(32, self.work_size // 8), self.work_size // 4)
         clusters, labels = _cluster_cells(hole, context)
-        crops = [crop for k, box in enumerate(clusters)
-                 for crop in self._crop_windows(hole, box, context, labels == k + 1)]
+        plans = [self._cluster_plan(hole, box, context, labels == k + 1)
+                 for k, box in enumerate(clusters)]
+        crops = self._plan_crops(hole, plans)
         boxes = [box for box, _ in crops]
         windows = [window for _, window in crops]
         costs = [self._crop_cost(window) for window in windows]
@@ -695,6 +712,38 @@ class Inpainter:
         if progress is not None:
             progress(len(boxes), len(boxes))
         return InpaintResult(raw, composite, self.device_name, notices)
+
+    def _plan_crops(self, hole: np.ndarray, plans: list[_Cluster]
+                    ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+        """(box, window) of every crop for the measured clusters: tiles at ``tile_shrink``, or
+        at full scale when that is set and the whole job's network work at full scale is
+        within ``full_scale_budget`` (a CPU's default only): a job of a few strokes gets the
+        sharper fill at little cost; one of many keeps the CPU's speed."""
+        shrink = self.tile_shrink
+        if self._tile_shrink is None and 0 < shrink < 1 and self.full_scale_budget:
+            full = [self._tiles(hole, plan, 1.0) for plan in plans]
+            work = sum(self._run_cost(window, plan.thickness)
+                       for plan, tiles in zip(plans, full) for _, window in tiles)
+            if work <= self.full_scale_budget:
+                return [crop for tiles in full for crop in tiles]
+        return [crop for plan in plans for crop in self._tiles(hole, plan, shrink)]
+
+    def _run_cost(self, window: tuple[int, int, int, int], thickness: int | None) -> float:
+        """A crop's network work, in networks runs on a working-size square: its area at the
+        scale the network runs, times the passes a hole of ``thickness`` (the cluster's
+        thickest) gets on a CPU, and for a crop run coarser for max_hole_radius its coarse
+        run plus the edge band's run (see _fill_box)."""
+        t, b, lft, rgt = window
+        factor = min(1.0, self.work_size / max(b - t, rgt - lft))
+        area = (b - t) * (rgt - lft) * factor * factor / self.work_size**2
+        if not self.max_hole_radius or thickness is None:
+            return area
+        radius = thickness * factor
+        passes = self.passes if radius >= PASSES_MIN_RADIUS else 1
+        if radius <= self.max_hole_radius:
+            return area * passes
+        coarse = area * (self.max_hole_radius / radius) ** 2
+        return (coarse + (area if self.edge_band else 0.0)) * passes
 
     def _crop_workers(self, costs: list[float]) -> list[int]:
         """Torch threads for each crop run at once, for crops of ``costs`` (``_crop_cost``) on
@@ -893,7 +942,7 @@ class Inpainter:
 
     def _crop_windows(
         self, hole: np.ndarray, box: tuple[int, int, int, int], context: int,
-        own_cells: np.ndarray | None = None,
+        own_cells: np.ndarray | None = None, shrink: float | None = None,
     ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
         """(box, window) pairs that fill the cluster in ``box``: one crop window
         (top, bottom, left, right) with the holes plus context on every side,
@@ -916,9 +965,18 @@ class Inpainter:
         other's holes as holes and the same context around the cut, and no seam showed where
         strokes cross one (docs/evaluation/large_photos/). ``own_cells`` (``_cluster_cells``'
         grid, True where this cluster has holes) keeps a cell that holds only another
-        cluster's holes, which that cluster's own crop fills, from becoming a tile.
+        cluster's holes, which that cluster's own crop fills, from becoming a tile. ``shrink``:
+        ``tile_shrink`` unless given.
         """
-        h, w = hole.shape
+        plan = self._cluster_plan(hole, box, context, own_cells)
+        return self._tiles(hole, plan, self.tile_shrink if shrink is None else shrink)
+
+    def _cluster_plan(
+        self, hole: np.ndarray, box: tuple[int, int, int, int], context: int,
+        own_cells: np.ndarray | None = None,
+    ) -> _Cluster:
+        """What ``_crop_windows`` measures of a cluster before it cuts windows: its context
+        margin, smallest crop and thickness (see there)."""
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
         margin = context
@@ -949,6 +1007,15 @@ class Inpainter:
             floor = min(self.work_size,
                         math.ceil(_MIN_SIDE * min(thickness, cap) / self.max_hole_radius))
             scale = min(1.0, self.max_hole_radius / max(1, thickness))
+        return _Cluster(box, margin, floor, scale, thickness, own_cells)
+
+    def _tiles(self, hole: np.ndarray, plan: _Cluster, shrink: float
+               ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
+        """``_crop_windows`` for a measured cluster: one window, or tiles (see there)."""
+        h, w = hole.shape
+        box, margin, floor, scale, own_cells = (plan.box, plan.margin, plan.floor, plan.scale,
+                                                plan.own_cells)
+        top, left, bottom, right = box
 
         def window(sub: tuple[int, int, int, int]) -> tuple[int, int, int, int]:
             # The hole plus its context (see _crop_side): a small hole needs no full
@@ -961,10 +1028,10 @@ class Inpainter:
             return t, b, lft, rgt
 
         whole = window(box)
-        if not self.tile_shrink or not self.max_hole_radius:
+        if not shrink or not self.max_hole_radius:
             # (without max_hole_radius the scale a thick hole needs is unknown: no tiles)
             return [(box, whole)]
-        largest = int(self.work_size / (scale * self.tile_shrink))  # a tile's side, at most
+        largest = int(self.work_size / (scale * shrink))  # a tile's side, at most
         cell = largest - 2 * margin
         if max(whole[1] - whole[0], whole[3] - whole[2]) <= largest or cell < self.work_size // 4:
             return [(box, whole)]

@@ -48,7 +48,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--full-resolution", action="store_true",
                    help="fill long strokes tile by tile at the scale their thickness needs, "
                         "never shrunk to fit (a GPU always does; slower on a CPU, which by "
-                        "default lets them shrink up to 2x)")
+                        "default lets them shrink up to 2x in large jobs)")
     p.add_argument("--overwrite", action="store_true", help="replace existing output files")
     return p
 

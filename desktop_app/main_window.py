@@ -886,7 +886,7 @@ class MainWindow(QMainWindow):
                 + (f"{info.passes} mirrored passes per hole (on a CPU thick holes only)"
                    if info.passes > 1 else "1 pass per hole")
                 + (", long strokes at full resolution" if info.tile_shrink >= 1
-                   else f", long strokes shrunk up to {1 / info.tile_shrink:g}x"
+                   else f", long strokes shrunk up to {1 / info.tile_shrink:g}x in large jobs"
                    if info.tile_shrink else ""))
         self.device_label.setText(f"Device: {info.device_name}" if info else "Device: -")
         cuda = info is not None and info.cuda_available

@@ -102,7 +102,7 @@ class AppSettings:
     @property
     def full_resolution(self) -> bool:
         """Fill long strokes tile by tile at the scale their thickness needs, as on a GPU,
-        instead of letting a CPU shrink them up to 2x (sharper, slower; see
+        instead of letting a CPU shrink them up to 2x in large jobs (sharper, slower; see
         core.inference.Inpainter.tile_shrink)."""
         return self._get_bool("model/full_resolution", False)
 

@@ -1027,3 +1027,45 @@ def test_a_cell_with_only_another_clusters_holes_is_not_a_tile(rng):
     blind = inp._crop_windows(hole, clusters[k], 32)
     assert len(blind) == len(own) + 1  # without its own cells the dot's would be a tile
     assert len(runs) == len(own) + 1  # the L's tiles and the dot's own crop
+
+
+def test_a_cpu_gives_a_small_job_full_scale_tiles_within_its_budget(rng):
+    """On a CPU, unless tile_shrink is set, a job whose full-scale tiles cost at most
+    ``full_scale_budget`` working-size runs gets them; a larger job keeps the CPU's 0.5."""
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
+                    max_hole_radius=16)
+    image = rng.integers(0, 256, (600, 1200, 3), dtype=np.uint8)
+    hole = np.zeros((600, 1200), bool)
+    hole[300:312, 100:1100] = True  # one stroke, 1000 px long
+    (box,) = hole_clusters(hole, 32)
+    full, half = (inp._crop_windows(hole, box, 32, shrink=s) for s in (1.0, 0.5))
+    assert len(full) > len(half) > 1
+    shapes = []
+    original = inp._run
+    inp._run = lambda rgb, h, n, *p: shapes.append(rgb.shape[:2]) or original(rgb, h, n, *p)
+    inp.inpaint(image, hole)  # 6 tiles of 128 x 240: 2.8 runs of 256 x 256, within 8
+    assert len(shapes) == len(full) and all(max(s) <= 256 for s in shapes)
+    for setting in ("budget", "explicit"):
+        shapes.clear()
+        if setting == "budget":
+            inp.full_scale_budget = 2.0
+        else:
+            inp.full_scale_budget = 8.0
+            inp.tile_shrink = 0.5  # set by the caller: no budget
+        inp.inpaint(image, hole)
+        assert len(shapes) == len(half), setting
+
+
+def test_run_cost_counts_the_passes_and_the_coarse_and_edge_runs():
+    inp = Inpainter(PConvUNet(layers=4, width=8), device="cpu", work_size=256,
+                    max_hole_radius=16, passes=3, edge_band=4)
+    square = (0, 256, 0, 256)
+    assert inp._run_cost(square, 10) == pytest.approx(1.0)  # thin: one pass
+    assert inp._run_cost((0, 128, 0, 256), 10) == pytest.approx(0.5)
+    assert inp._run_cost((0, 512, 0, 512), 4) == pytest.approx(1.0)  # shrunk to 256
+    # radius 20 > 16: a coarse run at (16 / 20) ** 2 of the area, the edge band's run at the
+    # working scale, each with the 3 passes (20 >= 18)
+    assert inp._run_cost(square, 20) == pytest.approx((0.64 + 1.0) * 3)
+    inp.edge_band = None
+    assert inp._run_cost(square, 20) == pytest.approx(0.64 * 3)
+    assert inp._run_cost(square, None) == pytest.approx(1.0)  # unknown: the area alone

@@ -17,7 +17,8 @@ Variants: ``thick`` is the crop rule of core.inference (context from the holes' 
 ``span`` the rule before it (context half the cluster's extent); suffix ``-p1`` for one network
 pass instead of the model's, ``-pall`` for the model's passes on every crop (not only where the
 holes are thick), ``-tN`` for ``Inpainter.tile_shrink`` N / 100 (``-t0``: a long cluster from one
-crop shrunk to the working size, no tiles; without it the CPU's default).
+crop shrunk to the working size, no tiles; without it the CPU's default, which takes full
+scale when the job's work there is within ``Inpainter.full_scale_budget``).
 
 Layouts: ``scattered``, ``cluster`` and ``long`` (long strokes across the photo), from
 ``bench/app_latency.py``'s ``stroke_mask``.
@@ -72,6 +73,7 @@ def main() -> None:
     p.add_argument("--photos", type=Path, required=True)
     p.add_argument("--layouts", default="scattered,cluster")
     p.add_argument("--seeds", default="0")
+    p.add_argument("--hole", type=float, default=0.02, help="hole fraction of each photo")
     p.add_argument("--variants", default="span,thick,span-p1,thick-p1")
     p.add_argument("--precision", default="auto")
     p.add_argument("--threads", type=int, default=1)
@@ -87,7 +89,7 @@ def main() -> None:
         h, w = photo.shape[:2]
         for layout in args.layouts.split(","):
             for seed in (int(s) for s in args.seeds.split(",")):
-                hole = stroke_mask(w, h, 0.02, layout, seed)
+                hole = stroke_mask(w, h, args.hole, layout, seed)
                 row = {"photo": path.name, "size": [w, h], "layout": layout, "seed": seed}
                 bgr = np.ascontiguousarray(photo[..., ::-1])
                 start = time.perf_counter()
@@ -133,7 +135,7 @@ def main() -> None:
             print(f"{layout:9s} {k:10s} PSNR {v['mean_psnr']:.3f} l1 {v['mean_l1']:.3f} "
                   f"time {v['median_s']:.2f} s")
     if args.json:
-        args.json.write_text(json.dumps({"summary": summary, "rows": rows,
+        args.json.write_text(json.dumps({"summary": summary, "rows": rows, "hole": args.hole,
                                          "torch_threads": args.threads,
                                          "device": base.device_name}, indent=1))
 
