@@ -530,8 +530,10 @@ class Inpainter:
     # docs/evaluation/large_photos/crop_floor.py compares settings).
     crop_floor = 0.5
     # On a CPU, by default (tile_shrink unset), a job whose full-scale tiles cost at most this
-    # many network runs on a working-size square gets them (_plan_crops).
-    full_scale_budget = 8.0
+    # many network runs on a working-size square gets them (_plan_crops): about 1.5 s of
+    # network time on one core of a 2-core AMD EPYC in bf16 (0.156 s a run; _run_cost errs
+    # high, so the real work is often less).
+    full_scale_budget = 10.0
     # Crops run at once on a CPU, at most (each holds its own activations; _crop_workers).
     max_crop_workers = 4
 
@@ -729,21 +731,30 @@ class Inpainter:
         return [crop for plan in plans for crop in self._tiles(hole, plan, shrink)]
 
     def _run_cost(self, window: tuple[int, int, int, int], thickness: int | None) -> float:
-        """A crop's network work, in networks runs on a working-size square: its area at the
-        scale the network runs, times the passes a hole of ``thickness`` (the cluster's
-        thickest) gets on a CPU, and for a crop run coarser for max_hole_radius its coarse
-        run plus the edge band's run (see _fill_box)."""
+        """A crop's network work, in network runs on a working-size square, as _fill_box will
+        spend it: its area at the scale the network runs, times the passes a hole of
+        ``thickness`` (the cluster's thickest) gets on a CPU; for a crop run coarser for
+        max_hole_radius, the coarse run and the edge band's run at that scale. On the safe
+        side: the radius _fill_box measures on the downscaled holes (which only grow) may be
+        up to 2 px above ``thickness`` times the scale, and each choice takes the dearer of
+        the two; a thickness measured only as at least its cap counts as thicker than any."""
         t, b, lft, rgt = window
-        factor = min(1.0, self.work_size / max(b - t, rgt - lft))
+        side = max(b - t, rgt - lft)
+        factor = min(1.0, self.work_size / side)
         area = (b - t) * (rgt - lft) * factor * factor / self.work_size**2
         if not self.max_hole_radius or thickness is None:
-            return area
-        radius = thickness * factor
-        passes = self.passes if radius >= PASSES_MIN_RADIUS else 1
-        if radius <= self.max_hole_radius:
-            return area * passes
-        coarse = area * (self.max_hole_radius / radius) ** 2
-        return (coarse + (area if self.edge_band else 0.0)) * passes
+            return area * self.passes
+        cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1
+        low = math.inf if thickness >= cap else thickness * factor
+        high = low + 2  # what _fill_box may measure
+        if high <= self.max_hole_radius:
+            return area * (self.passes if high >= PASSES_MIN_RADIUS else 1)
+        # the coarse run as large as the lower radius would make it, its passes as the higher
+        shrink = min(1.0, max(self.max_hole_radius / max(low, self.max_hole_radius),
+                              _MIN_SIDE / (side * factor)))
+        coarse_passes = self.passes if high * shrink >= PASSES_MIN_RADIUS else 1
+        edge = area * (self.edge_passes or self.passes) if self.edge_band else 0.0
+        return area * shrink**2 * coarse_passes + edge
 
     def _crop_workers(self, costs: list[float]) -> list[int]:
         """Torch threads for each crop run at once, for crops of ``costs`` (``_crop_cost``) on
@@ -1028,8 +1039,11 @@ class Inpainter:
             return t, b, lft, rgt
 
         whole = window(box)
-        if not shrink or not self.max_hole_radius:
-            # (without max_hole_radius the scale a thick hole needs is unknown: no tiles)
+        cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1 if self.max_hole_radius else 0
+        if not shrink or plan.thickness is None or plan.thickness >= cap:
+            # Without max_hole_radius the scale a thick hole needs is unknown, and a hole
+            # thicker than cap is measured only as that: a solid blob, whose context is half
+            # its extent, would make tiles of mostly context. No tiles.
             return [(box, whole)]
         largest = int(self.work_size / (scale * shrink))  # a tile's side, at most
         cell = largest - 2 * margin
