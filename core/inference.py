@@ -636,6 +636,20 @@ class Inpainter:
         self._needed_only = bool(value)
 
     @property
+    def _context(self) -> int:
+        """The least context around a cluster, and how close holes join one."""
+        return min(max(32, self.work_size // 8), self.work_size // 4)
+
+    @property
+    def _thickness_cap(self) -> int:
+        """The hole radius above which even a working-size crop, shrunk to _MIN_SIDE px at
+        most (_fill_box), cannot bring a hole down to max_hole_radius: thickness measurements
+        stop there. 0 without max_hole_radius."""
+        if not self.max_hole_radius:
+            return 0
+        return self.work_size * self.max_hole_radius // _MIN_SIDE + 1
+
+    @property
     def tile_shrink(self) -> float:
         """How far a long cluster's extent may shrink its crop beyond the scale its holes'
         thickness needs before it is cut into tiles (``_crop_windows``); 0: never tiles.
@@ -688,7 +702,7 @@ class Inpainter:
             return InpaintResult(raw, composite, self.device_name, notices)
         if hole.all():
             raise ValueError("the mask covers the whole image: there is nothing to fill from")
-        context = min(max(32, self.work_size // 8), self.work_size // 4)
+        context = self._context
         clusters, labels = _cluster_cells(hole, context)
         plans = [self._cluster_plan(hole, box, context, labels == k + 1)
                  for k, box in enumerate(clusters)]
@@ -741,11 +755,10 @@ class Inpainter:
         t, b, lft, rgt = window
         side = max(b - t, rgt - lft)
         factor = min(1.0, self.work_size / side)
-        area = (b - t) * (rgt - lft) * factor * factor / self.work_size**2
+        area = self._crop_cost(window) / self.work_size**2
         if not self.max_hole_radius or thickness is None:
             return area * self.passes
-        cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1
-        low = math.inf if thickness >= cap else thickness * factor
+        low = math.inf if thickness >= self._thickness_cap else thickness * factor
         high = low + 2  # what _fill_box may measure
         if high <= self.max_hole_radius:
             return area * (self.passes if high >= PASSES_MIN_RADIUS else 1)
@@ -1010,7 +1023,7 @@ class Inpainter:
             # crop must be large enough to shrink that far. (Measured again for a compact box,
             # at most 2 * context wide, a thickness that stopped at its limit, or one measured
             # coarsely.)
-            cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1
+            cap = self._thickness_cap
             if thickness is None or limit > cap:
                 # (a limit above cap measured in blocks of limit / 32 px: up to 1.4x off, and
                 # the tiles' scale below follows it)
@@ -1039,8 +1052,7 @@ class Inpainter:
             return t, b, lft, rgt
 
         whole = window(box)
-        cap = self.work_size * self.max_hole_radius // _MIN_SIDE + 1 if self.max_hole_radius else 0
-        if not shrink or plan.thickness is None or plan.thickness >= cap:
+        if not shrink or plan.thickness is None or plan.thickness >= self._thickness_cap:
             # Without max_hole_radius the scale a thick hole needs is unknown, and a hole
             # thicker than cap is measured only as that: a solid blob, whose context is half
             # its extent, would make tiles of mostly context. No tiles.

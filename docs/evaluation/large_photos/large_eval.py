@@ -50,12 +50,13 @@ from core.inference import Inpainter  # noqa: E402
 class SpanRule(Inpainter):
     """The crop rule before the thickness one: context half the cluster's extent."""
 
-    def _crop_windows(self, hole, box, context):  # noqa: ANN001, ANN202
+    def _tiles(self, hole, plan, shrink):  # noqa: ANN001, ANN202
         from core.inference import _expand
 
         h, w = hole.shape
+        box = plan.box
         top, left, bottom, right = box
-        margin = max(context, max(bottom - top, right - left) // 2)
+        margin = max(self._context, max(bottom - top, right - left) // 2)
         t, b = _expand(top, bottom, self._crop_side(bottom - top + 2 * margin), h)
         lft, rgt = _expand(left, right, self._crop_side(right - left + 2 * margin), w)
         return [(box, (t, b, lft, rgt))]
