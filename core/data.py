@@ -164,11 +164,26 @@ def _load_rgb(path: Path) -> np.ndarray:
 MASK_POOL = 64  # generated masks kept per worker process for mask_reuse > 1
 
 
+def bucket_probabilities(weights: Sequence[float] | None, count: int) -> np.ndarray | None:
+    """Relative ``weights`` of ``count`` hole buckets as probabilities (None: equal)."""
+    if weights is None:
+        return None
+    values = np.asarray([float(w) for w in weights], dtype=np.float64)
+    if values.shape != (count,):
+        raise ValueError(f"hole_weights needs one weight per hole bucket ({count}), "
+                         f"got {values.size}")
+    if not np.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
+        raise ValueError("hole_weights must be non-negative numbers, not all zero")
+    return values / values.sum()
+
+
 class InpaintingDataset(Dataset):
     """Random training crops (scale jitter, flip) with random irregular hole masks.
 
     ``hole_buckets`` restricts generated masks to some of the paper's area buckets (default:
-    all six, drawn uniformly); half of the generated masks keep a border margin. With
+    all six, drawn uniformly); ``hole_weights`` (one relative weight per bucket) draws them
+    unevenly, e.g. large holes more often where they are what falls short. Half of the
+    generated masks keep a border margin. With
     ``mask_dir``, masks are random files from it (white = hole), resized NEAREST, randomly
     rotated by multiples of 90 degrees and flipped. ``preload`` decodes every image once up
     front and keeps it as uint8 (only for small sets).
@@ -190,6 +205,7 @@ class InpaintingDataset(Dataset):
         scale_jitter: tuple[float, float] = (0.6, 1.0),
         hole_buckets: Sequence[tuple[float, float]] | None = None,
         mask_reuse: float = 1.0,
+        hole_weights: Sequence[float] | None = None,
     ) -> None:
         if image_size < 16:
             raise ValueError(f"image_size must be at least 16, got {image_size}")
@@ -206,6 +222,7 @@ class InpaintingDataset(Dataset):
         self.hole_buckets = tuple(tuple(b) for b in (hole_buckets or BUCKETS))
         if not self.hole_buckets:
             raise ValueError("hole_buckets must not be empty")
+        self.hole_p = bucket_probabilities(hole_weights, len(self.hole_buckets))
         self.border_margin = border_margin_for(self.image_size)
         paths = find_images(self.root)
         if not paths:
@@ -268,7 +285,10 @@ class InpaintingDataset(Dataset):
                 if rng.random() < 0.5:
                     hole = hole[:, ::-1]
                 return hole.copy()  # contiguous, and never a view into the pool
-            bucket = self.hole_buckets[int(rng.integers(len(self.hole_buckets)))]
+            if self.hole_p is None:  # (the draws of runs before hole_weights existed)
+                bucket = self.hole_buckets[int(rng.integers(len(self.hole_buckets)))]
+            else:
+                bucket = self.hole_buckets[int(rng.choice(len(self.hole_buckets), p=self.hole_p))]
             margin = self.border_margin if rng.random() < 0.5 else 0
             assert self._mask_gen is not None
             hole = self._mask_gen.generate(size, size, bucket=bucket, border_margin=margin)

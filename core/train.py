@@ -79,6 +79,7 @@ class TrainConfig:
     workers: int | None = None
     preload: bool = False
     mask_reuse: float = 1.0  # samples per generated mask (core.data.InpaintingDataset)
+    hole_weights: tuple[float, ...] | None = None  # per hole-size bucket; None: equal
     mask_dir: str | None = None
     work_size: int = 512
     channels_last: bool = False
@@ -139,6 +140,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--mask-reuse", type=float, default=d.mask_reuse,
                    help="samples each generated mask serves on average, rotated/flipped anew "
                         "each time (default 1: every mask fresh; >1 feeds a fast GPU)")
+    p.add_argument("--hole-weights", type=_weights,
+                   help="relative weights of the six hole-size buckets (0.01-0.1 up to "
+                        "0.5-0.6) for generated masks, e.g. 1,1,2,2,2,2: holes over 20 %% twice "
+                        "as often (default: equal)")
     p.add_argument("--mask-dir", help="folder of mask images (white = hole) instead of generated")
     p.add_argument("--work-size", type=int, default=d.work_size,
                    help="crop size core.inference uses with this model")
@@ -158,7 +163,26 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         p.error(f"--lr-warmup must be a number of steps, got {cfg.lr_warmup}")
     if not cfg.mask_reuse >= 1.0:
         p.error(f"--mask-reuse must be at least 1, got {cfg.mask_reuse}")
+    if cfg.hole_weights is not None:
+        from core.data import bucket_probabilities
+        from core.masks import BUCKETS
+
+        if cfg.mask_dir:
+            p.error("--hole-weights applies to generated masks, not to --mask-dir")
+        try:
+            bucket_probabilities(cfg.hole_weights, len(BUCKETS))
+        except ValueError as exc:
+            p.error(f"--hole-weights: {exc}")
     return cfg
+
+
+def _weights(text: str) -> tuple[float, ...]:
+    """'1,1,2,2,2,2' -> (1.0, 1.0, 2.0, 2.0, 2.0, 2.0); argparse reports a bad one."""
+    try:
+        return tuple(float(part) for part in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"'{text}' is not a comma-separated list of numbers") from None
 
 
 def scheduled_lr(cfg: TrainConfig, progress: float, step: int = 0) -> float:
@@ -424,7 +448,7 @@ class Trainer:
             self.dataset = InpaintingDataset(
                 cfg.data, image_size=cfg.image_size, mask_dir=cfg.mask_dir,
                 seed=cfg.seed + 1000 * self.ddp.rank + self.step, preload=cfg.preload,
-                mask_reuse=cfg.mask_reuse,
+                mask_reuse=cfg.mask_reuse, hole_weights=cfg.hole_weights,
             )
         except (ValueError, OSError, RuntimeError) as exc:
             raise TrainingStopped(f"--data {cfg.data}: {exc}") from None

@@ -261,3 +261,24 @@ def test_mask_reuse_one_generates_every_mask(photos: Path, monkeypatch) -> None:
     assert len(calls) == 100
     with pytest.raises(ValueError, match="mask_reuse"):
         InpaintingDataset(photos, image_size=32, mask_reuse=0.5)
+
+
+def test_hole_weights_draw_buckets_by_weight(photos: Path) -> None:
+    only_large = InpaintingDataset(photos, image_size=S, seed=1,
+                                   hole_weights=[0, 0, 0, 0, 1, 0])
+    for i in range(6):
+        assert bucket_of(_check_sample(only_large[i % 3])) == (0.4, 0.5)
+    mostly_large = InpaintingDataset(photos, image_size=S, seed=2,
+                                     hole_weights=[1, 0, 0, 0, 0, 9])
+    drawn = [bucket_of(_check_sample(mostly_large[i % 3])) for i in range(30)]
+    assert set(drawn) == {(0.01, 0.1), (0.5, 0.6)}
+    assert drawn.count((0.5, 0.6)) >= 20  # 27 expected of 30
+
+
+def test_hole_weights_are_checked(photos: Path) -> None:
+    with pytest.raises(ValueError, match="one weight per hole bucket"):
+        InpaintingDataset(photos, image_size=S, hole_weights=[1, 2])
+    with pytest.raises(ValueError, match="not all zero"):
+        InpaintingDataset(photos, image_size=S, hole_weights=[0] * 6)
+    with pytest.raises(ValueError, match="non-negative"):
+        InpaintingDataset(photos, image_size=S, hole_weights=[1, 1, 1, 1, 1, float("nan")])

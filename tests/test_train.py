@@ -577,3 +577,36 @@ def test_mask_reuse_below_one_is_refused(capsys: pytest.CaptureFixture) -> None:
         parse_args(["--data", "x", "--mask-reuse", "0.5"])
     assert "--mask-reuse must be at least 1" in capsys.readouterr().err
 
+
+
+def test_hole_weights_are_parsed_and_checked(capsys: pytest.CaptureFixture) -> None:
+    cfg = parse_args(["--data", "x", "--hole-weights", "1,1,2,2,2,2"])
+    assert cfg.hole_weights == (1.0, 1.0, 2.0, 2.0, 2.0, 2.0)
+    assert parse_args(["--data", "x"]).hole_weights is None
+    for bad, message in [("1,2", "one weight per hole bucket (6), got 2"),
+                         ("a,b,c,d,e,f", "is not a comma-separated list of numbers"),
+                         ("0,0,0,0,0,0", "not all zero"), ("1,1,1,1,1,-1", "non-negative")]:
+        with pytest.raises(SystemExit):
+            parse_args(["--data", "x", "--hole-weights", bad])
+        assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--data", "x", "--hole-weights", "1,1,1,1,1,1", "--mask-dir", "m"])
+    assert "not to --mask-dir" in capsys.readouterr().err
+
+
+def test_hole_weights_reach_the_training_data(tmp_path: Path, monkeypatch) -> None:
+    import core.train as train
+
+    monkeypatch.setattr(train.Trainer, "_install_signals", lambda self: None)
+    data = _make_photos(tmp_path / "data", 2, seed=0)
+    out = tmp_path / "out"
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--data", str(data), "--perceptual", "none", "--max-steps", "1",
+                    "--out", str(out), "--hole-weights", "0,0,0,0,0,1"])
+    assert stop.value.code == 0
+    assert tuple(load_checkpoint(out / "latest.pt")["train_config"]["hole_weights"]) == (
+        0.0, 0.0, 0.0, 0.0, 0.0, 1.0)
+    trainer = train.Trainer(parse_args([*TINY, "--data", str(data), "--out", str(out / "b"),
+                                        "--hole-weights", "0,0,0,0,0,1"]))
+    trainer._build_data()
+    assert trainer.dataset.hole_p.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
