@@ -172,9 +172,11 @@ def bucket_probabilities(weights: Sequence[float] | None, count: int) -> np.ndar
     if values.shape != (count,):
         raise ValueError(f"hole_weights needs one weight per hole bucket ({count}), "
                          f"got {values.size}")
-    if not np.isfinite(values).all() or (values < 0).any() or values.sum() <= 0:
-        raise ValueError("hole_weights must be non-negative numbers, not all zero")
-    return values / values.sum()
+    with np.errstate(over="ignore"):
+        total = values.sum()
+    if not np.isfinite(values).all() or (values < 0).any() or not 0 < total < np.inf:
+        raise ValueError("hole_weights must be non-negative numbers, not all zero, of finite sum")
+    return values / total
 
 
 class InpaintingDataset(Dataset):
@@ -223,6 +225,8 @@ class InpaintingDataset(Dataset):
         if not self.hole_buckets:
             raise ValueError("hole_buckets must not be empty")
         self.hole_p = bucket_probabilities(hole_weights, len(self.hole_buckets))
+        if self.hole_p is not None and mask_dir is not None:
+            raise ValueError("hole_weights applies to generated masks, not to mask_dir")
         self.border_margin = border_margin_for(self.image_size)
         paths = find_images(self.root)
         if not paths:

@@ -143,7 +143,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--hole-weights", type=_weights,
                    help="relative weights of the six hole-size buckets (0.01-0.1 up to "
                         "0.5-0.6) for generated masks, e.g. 1,1,2,2,2,2: holes over 20 %% twice "
-                        "as often (default: equal)")
+                        "as often (default: equal; give it again with --resume)")
     p.add_argument("--mask-dir", help="folder of mask images (white = hole) instead of generated")
     p.add_argument("--work-size", type=int, default=d.work_size,
                    help="crop size core.inference uses with this model")

@@ -282,3 +282,13 @@ def test_hole_weights_are_checked(photos: Path) -> None:
         InpaintingDataset(photos, image_size=S, hole_weights=[0] * 6)
     with pytest.raises(ValueError, match="non-negative"):
         InpaintingDataset(photos, image_size=S, hole_weights=[1, 1, 1, 1, 1, float("nan")])
+
+
+def test_hole_weights_refuse_overflow_and_mask_files(photos: Path, tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="not all zero"):
+        InpaintingDataset(photos, image_size=S, hole_weights=[1e308] * 6)  # the sum is inf
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    Image.fromarray(np.full((32, 32), 255, np.uint8)).save(masks / "m.png")
+    with pytest.raises(ValueError, match="not to mask_dir"):
+        InpaintingDataset(photos, image_size=S, mask_dir=masks, hole_weights=[1] * 6)

@@ -6,8 +6,12 @@
 The network was trained with the exact ratio, so this only asks whether the rare windows with
 few known pixels (large ratios) cause the spots in the largest holes (summary_seed0.json).
 """
+from __future__ import annotations
+
 import os
 import sys
+
+import torch
 
 import core.model as M
 import core.pconv as P
@@ -17,7 +21,7 @@ cap = float(os.environ["CAP"])
 orig = P.scale_and_mask
 
 
-def capped(window_sum, numerator):
+def capped(window_sum: torch.Tensor, numerator: float) -> tuple[torch.Tensor, torch.Tensor]:
     s, m = orig(window_sum, numerator)
     return s.clamp(max=cap), m
 

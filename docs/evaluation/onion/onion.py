@@ -7,6 +7,8 @@ one thread per process. summary_seed0.json: per-bucket differences from the ship
     PYTHONPATH=. python docs/evaluation/onion/onion.py 0 2 0 &   # part, parts, seed
     PYTHONPATH=. python docs/evaluation/onion/onion.py 1 2 0
 """
+from __future__ import annotations
+
 import json
 import sys
 import time
@@ -35,11 +37,12 @@ for k in range(part, len(images), parts):
     dist = ndimage.distance_transform_edt(h)
     variants = {"base": first}
 
-    def again(src, d, h=h, dist=dist):
+    def again(src: np.ndarray, d: float, h: np.ndarray = h, dist: np.ndarray = dist
+              ) -> np.ndarray:
         inner = h & (dist > d)
         return inp.inpaint(src, inner).composite if inner.any() else src
 
-    def mean(*arrs):
+    def mean(*arrs: np.ndarray) -> np.ndarray:
         return np.clip(sum(a.astype(np.float32) for a in arrs) / len(arrs) + 0.5, 0, 255
                        ).astype(np.uint8)
 

@@ -5,6 +5,8 @@ averaged with the first fill (onion.py). Writes runs/onion/spots_PART.json.
     PYTHONPATH=. python docs/evaluation/onion/spots.py 0 2 &
     PYTHONPATH=. python docs/evaluation/onion/spots.py 1 2
 """
+from __future__ import annotations
+
 import json
 import sys
 
@@ -22,7 +24,9 @@ crops, _ = _load_crops(find_images(args.images), args.size)
 images, holes, *_ = _make_pairs(args, crops)
 inp = Inpainter.from_checkpoint(None, device="cpu", precision="bf16")
 rows = []
-def far(c, im, h):
+
+
+def far(c: np.ndarray, im: np.ndarray, h: np.ndarray) -> tuple[float, float]:
     e = np.abs(c.astype(int) - im.astype(int)).max(axis=2)[h]
     return float((e > 100).mean()), float((e > 60).mean())
 for k in range(part, len(images), parts):
