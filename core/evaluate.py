@@ -432,6 +432,18 @@ def _make_pairs(
     return images, holes, groups, owners, settings
 
 
+def seeded_pairs(
+    images: str | Path, size: int = 512, seed: int | str = 0
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """The (photo, hole_mask) pairs that ``--images IMAGES --size SIZE --seed SEED`` scores,
+    in its order: for experiment scripts that score variants on exactly the same pairs."""
+    args = build_parser().parse_args(["--images", str(images), "--size", str(size),
+                                      "--seed", str(seed)])
+    crops, _ = _load_crops(find_images(args.images), args.size)
+    photos, holes, *_ = _make_pairs(args, crops)
+    return photos, holes
+
+
 def _example_indices(
     holes: list[np.ndarray], owners: list[int], wanted: int
 ) -> set[int]:

@@ -15,7 +15,7 @@ from PIL import Image
 
 from core import metrics
 from core.checkpoint import save_model_file
-from core.evaluate import evaluate, main, navier_stokes, run_baselines, telea
+from core.evaluate import evaluate, main, navier_stokes, run_baselines, seeded_pairs, telea
 from core.inference import Inpainter
 from core.masks import BUCKETS, MaskGenerator, bucket_name
 from core.model import PConvUNet
@@ -189,3 +189,19 @@ def test_cli_user_mistakes_exit_2(
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+
+
+def test_seeded_pairs_are_the_pairs_the_cli_scores(
+    tiny_model: Path, image_dir: Path, tmp_path: Path
+) -> None:
+    out = tmp_path / "out"
+    assert main(["--checkpoint", str(tiny_model), "--images", str(image_dir), "--size", "64",
+                 "--out", str(out), "--device", "cpu", "--examples", "0", "--seed", "3"]) == 0
+    scored = json.loads((out / "metrics.json").read_text())["pairs"]
+    photos, holes = seeded_pairs(image_dir, 64, 3)
+    assert len(photos) == len(holes) == len(scored) == 24
+    assert [round(float(h.mean()), 6) for h in holes] == [
+        round(p["hole_ratio"], 6) for p in scored]
+    assert all(p.shape == (64, 64, 3) for p in photos)
+    _, other = seeded_pairs(image_dir, 64, 4)
+    assert not all(np.array_equal(a, b) for a, b in zip(holes, other))

@@ -14,14 +14,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from core.evaluate import _load_crops, _make_pairs, build_parser, find_images
 from core.inference import Inpainter
+from docs.evaluation.experiment import val_pairs
 
 torch.set_num_threads(1)
 part, parts = int(sys.argv[1]), int(sys.argv[2])
-args = build_parser().parse_args(["--images", "../shared/data/photos/val", "--size", "512"])
-crops, _ = _load_crops(find_images(args.images), args.size)
-images, holes, *_ = _make_pairs(args, crops)
 inp = Inpainter.from_checkpoint(None, device="cpu", precision="bf16")
 rows = []
 
@@ -29,10 +26,7 @@ rows = []
 def far(c: np.ndarray, im: np.ndarray, h: np.ndarray) -> tuple[float, float]:
     e = np.abs(c.astype(int) - im.astype(int)).max(axis=2)[h]
     return float((e > 100).mean()), float((e > 60).mean())
-for k in range(part, len(images), parts):
-    im, h = images[k], holes[k]
-    if h.mean() <= 0.5:
-        continue
+for k, im, h in val_pairs(0, part, parts, over=0.5):
     first = inp.inpaint(im, h).composite
     dist = ndimage.distance_transform_edt(h)
     s3 = inp.inpaint(first, h & (dist > 3)).composite

@@ -7,16 +7,14 @@ import sys
 import numpy as np
 import torch
 
-from core.evaluate import _load_crops, _make_pairs, build_parser, find_images
+from core.evaluate import seeded_pairs
 from core.inference import Inpainter
 from core.metrics import psnr
 
 torch.set_num_threads(2)
 radii = [int(r) for r in sys.argv[1].split(",")]
 limit = int(sys.argv[2]) if len(sys.argv) > 2 else 10**9
-args = build_parser().parse_args(["--images", "../shared/data/photos/val", "--size", "512"])
-crops, _ = _load_crops(find_images(args.images), args.size)
-images, holes, *_ = _make_pairs(args, crops)
+images, holes = seeded_pairs("../shared/data/photos/val", 512)
 pairs = [(im, h) for im, h in zip(images, holes) if h.mean() > 0.5][:limit]
 print(len(pairs), "pairs with > 50 % hole")
 for r in radii:

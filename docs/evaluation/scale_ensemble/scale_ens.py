@@ -14,23 +14,17 @@ import time
 import numpy as np
 import torch
 
-from core.evaluate import _bucket_key, _load_crops, _make_pairs, build_parser, find_images, score
+from core.evaluate import _bucket_key, score
 from core.inference import Inpainter
+from docs.evaluation.experiment import val_pairs
 
 torch.set_num_threads(1)
 part, parts, seed = int(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-args = build_parser().parse_args(["--images", "../shared/data/photos/val", "--size", "512",
-                                  "--seed", seed])
-crops, _ = _load_crops(find_images(args.images), args.size)
-images, holes, *_ = _make_pairs(args, crops)
 inp = Inpainter.from_checkpoint(None, device="cpu", precision="bf16")
 radii = (20, 24, 28)
 rows = []
 t0 = time.time()
-for k in range(part, len(images), parts):
-    im, h = images[k], holes[k]
-    if h.mean() <= 0.2:
-        continue
+for k, im, h in val_pairs(seed, part, parts, over=0.2):
     comps = {}
     for r in radii:
         inp.max_hole_radius = r

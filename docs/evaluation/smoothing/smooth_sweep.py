@@ -14,16 +14,13 @@ import cv2
 import numpy as np
 import torch
 
-from core.evaluate import _bucket_key, _load_crops, _make_pairs, build_parser, find_images, score
+from core.evaluate import _bucket_key, score, seeded_pairs
 from core.inference import Inpainter
 
 torch.set_num_threads(1)
 step = int(sys.argv[1]) if len(sys.argv) > 1 else 1
 seed = sys.argv[2] if len(sys.argv) > 2 else "0"
-args = build_parser().parse_args(["--images", "../shared/data/photos/val", "--size", "512",
-                                  "--seed", seed])
-crops, _ = _load_crops(find_images(args.images), args.size)
-images, holes, *_ = _make_pairs(args, crops)
+images, holes = seeded_pairs("../shared/data/photos/val", 512, seed)
 # PRECISION=bf16 for a quicker sweep (the variants are compared on the same network outputs)
 inp = Inpainter.from_checkpoint(None, device="cpu", precision=os.environ.get("PRECISION", "fp32"))
 inp.fill_smoothing = None
