@@ -136,7 +136,7 @@ def load_inpainter(path: Path | None, precision: str = "auto") -> Inpainter:
     ``-pN`` (N mirrored network passes instead of the model's) and ``-dense`` (every decoder
     pixel computed, not only those pasted: core.sparse_decoder) and ``-serial`` (crops one after
     another, never several at once: Inpainter._crop_workers) and ``-notile`` (a long cluster
-    from one crop shrunk to the working size, not tiles: Inpainter._crop_windows), e.g.
+    from one crop shrunk to the working size, not tiles: Inpainter._tiles), e.g.
     ``auto-p1``."""
     name, *variants = precision.split("-")
     inpainter = Inpainter.from_checkpoint(path, device="cpu", precision=name)

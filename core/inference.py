@@ -524,7 +524,7 @@ class Inpainter:
     """Runs a PConvUNet on photos of any size; see module docstring for the method."""
 
     # Context on each side of a cluster, in multiples of its thickest hole's radius (see
-    # _crop_windows; docs/evaluation/large_photos/ compares settings).
+    # _tiles; docs/evaluation/large_photos/ compares settings).
     context_per_thickness = 2
     # The smallest crop side around a hole, as a fraction of the working size (_crop_side;
     # docs/evaluation/large_photos/crop_floor.py compares settings).
@@ -652,7 +652,7 @@ class Inpainter:
     @property
     def tile_shrink(self) -> float:
         """How far a long cluster's extent may shrink its crop beyond the scale its holes'
-        thickness needs before it is cut into tiles (``_crop_windows``); 0: never tiles.
+        thickness needs before it is cut into tiles (``_tiles``); 0: never tiles.
 
         Unless set: 1.0 on a GPU (every tile at that scale: a tile costs milliseconds there),
         0.5 on a CPU, where a job within ``full_scale_budget`` still gets 1.0 (_plan_crops).
@@ -865,7 +865,7 @@ class Inpainter:
         box: tuple[int, int, int, int],
         window: tuple[int, int, int, int],
     ) -> _Fill:
-        """The fill of the cluster in ``box`` from its crop ``window`` (``_crop_windows``);
+        """The fill of the cluster in ``box`` from its crop ``window`` (``_tiles``);
         reads ``rgb`` and ``hole`` only, so crops can run at once."""
         notices: list[str] = []
         top, left, bottom, right = box
@@ -964,43 +964,12 @@ class Inpainter:
             radius = hole_radius(hole, limit=PASSES_MIN_RADIUS)
         return self.passes if radius >= PASSES_MIN_RADIUS else 1
 
-    def _crop_windows(
-        self, hole: np.ndarray, box: tuple[int, int, int, int], context: int,
-        own_cells: np.ndarray | None = None, shrink: float | None = None,
-    ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
-        """(box, window) pairs that fill the cluster in ``box``: one crop window
-        (top, bottom, left, right) with the holes plus context on every side,
-        ``context_per_thickness`` times the thickest hole's radius (``context`` at least; half
-        the cluster's extent at most, which is all a compact hole gets); or, for a long
-        cluster that crop would shrink below the scale its holes' thickness needs, tiles.
-
-        Why thickness and not extent: the network fills a hole from a band around it about as
-        wide as the hole is thick, whatever its length. Sized by its extent, a long brush
-        stroke got a crop that was mostly context, shrunk 3-4x to the working size: a blurred
-        fill (0.2-0.9 dB lower on the large validation photos, docs/evaluation/large_photos/)
-        and more network work.
-
-        Why tiles: a long thin stroke across a large photo still needs a crop wider than the
-        working size, and shrinking it to fit blurs the fill as above (a 30 px stroke 2,000 px
-        long ran at a quarter of its resolution). Tiles cut the cluster's box into cells
-        small enough that each cell plus the same context fits the working size at the scale
-        the thickest hole needs (``max_hole_radius``; no tiles without it), times
-        ``tile_shrink``; each tile pastes its own cell's holes. Neighbouring tiles see each
-        other's holes as holes and the same context around the cut, and no seam showed where
-        strokes cross one (docs/evaluation/large_photos/). ``own_cells`` (``_cluster_cells``'
-        grid, True where this cluster has holes) keeps a cell that holds only another
-        cluster's holes, which that cluster's own crop fills, from becoming a tile. ``shrink``:
-        ``tile_shrink`` unless given.
-        """
-        plan = self._cluster_plan(hole, box, context, own_cells)
-        return self._tiles(hole, plan, self.tile_shrink if shrink is None else shrink)
-
     def _cluster_plan(
         self, hole: np.ndarray, box: tuple[int, int, int, int], context: int,
         own_cells: np.ndarray | None = None,
     ) -> _Cluster:
-        """What ``_crop_windows`` measures of a cluster before it cuts windows: its context
-        margin, smallest crop and thickness (see there)."""
+        """What ``_tiles`` needs of a cluster before it cuts windows: its context margin,
+        smallest crop, scale and thickness (see there)."""
         top, left, bottom, right = box
         span = max(bottom - top, right - left)
         margin = context
@@ -1035,7 +1004,31 @@ class Inpainter:
 
     def _tiles(self, hole: np.ndarray, plan: _Cluster, shrink: float
                ) -> list[tuple[tuple[int, int, int, int], tuple[int, int, int, int]]]:
-        """``_crop_windows`` for a measured cluster: one window, or tiles (see there)."""
+        """(box, window) pairs that fill the cluster ``plan`` measured: one crop window
+        (top, bottom, left, right) with the holes plus context on every side,
+        ``context_per_thickness`` times the thickest hole's radius (``_context`` at least;
+        half the cluster's extent at most, which is all a compact hole gets: _cluster_plan);
+        or, for a long cluster that crop would shrink below the scale its holes' thickness
+        needs, tiles.
+
+        Why thickness and not extent: the network fills a hole from a band around it about as
+        wide as the hole is thick, whatever its length. Sized by its extent, a long brush
+        stroke got a crop that was mostly context, shrunk 3-4x to the working size: a blurred
+        fill (0.2-0.9 dB lower on the large validation photos, docs/evaluation/large_photos/)
+        and more network work.
+
+        Why tiles: a long thin stroke across a large photo still needs a crop wider than the
+        working size, and shrinking it to fit blurs the fill as above (a 30 px stroke 2,000 px
+        long ran at a quarter of its resolution). Tiles cut the cluster's box into cells
+        small enough that each cell plus the same context fits the working size at the scale
+        the thickest hole needs (``max_hole_radius``; no tiles without it), times ``shrink``
+        (``tile_shrink``, or 1.0 within the budget: _plan_crops); each tile pastes its own
+        cell's holes. Neighbouring tiles see each other's holes as holes and the same context
+        around the cut, and no seam showed where strokes cross one
+        (docs/evaluation/large_photos/). The plan's ``own_cells``
+        (``_cluster_cells``' grid, True where this cluster has holes) keeps a cell that holds
+        only another cluster's holes, which that cluster's own crop fills, from becoming a tile.
+        """
         h, w = hole.shape
         box, margin, floor, scale, own_cells = (plan.box, plan.margin, plan.floor, plan.scale,
                                                 plan.own_cells)

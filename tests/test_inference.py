@@ -894,6 +894,13 @@ def test_thick_compact_holes_get_crops_that_can_shrink_to_max_hole_radius(rng):
         assert radii and radii[0] <= 25, (half, radii)
 
 
+def _windows(inp: Inpainter, hole: np.ndarray, box: tuple[int, int, int, int],
+             own_cells: np.ndarray | None = None, shrink: float | None = None) -> list:
+    """The (box, window) pairs ``inpaint`` cuts for the cluster in ``box`` (context 32)."""
+    plan = inp._cluster_plan(hole, box, 32, own_cells)
+    return inp._tiles(hole, plan, inp.tile_shrink if shrink is None else shrink)
+
+
 def test_long_thin_strokes_are_filled_in_tiles_not_one_shrunk_crop(rng):
     """A stroke longer than the working size is cut into tiles, each run at no coarser a
     scale than ``tile_shrink`` (native with 1.0), pasting every hole pixel exactly once;
@@ -923,7 +930,7 @@ def test_long_thin_strokes_are_filled_in_tiles_not_one_shrunk_crop(rng):
         assert np.array_equal(results[shrink][~hole], image[~hole])
         assert np.array_equal(pasted, hole.astype(int))  # each hole pixel pasted once
         (box,) = hole_clusters(hole, 32)
-        tiles = inp._crop_windows(hole, box, 32)
+        tiles = _windows(inp, hole, box)
         covered = np.zeros(hole.shape, int)
         for (top, left, bottom, right), (t, b, lft, rgt) in tiles:
             covered[top:bottom, left:right] += hole[top:bottom, left:right]
@@ -957,7 +964,7 @@ def test_thick_holes_and_models_without_a_trained_radius_get_no_tiles(rng):
                              (without, stroke, False)]:
         inp.tile_shrink = 1.0
         (box,) = hole_clusters(hole, 32)
-        assert (len(inp._crop_windows(hole, box, 32)) > 1) == tiled
+        assert (len(_windows(inp, hole, box)) > 1) == tiled
 
 
 def test_tile_shrink_follows_the_device_unless_set(inpainter):
@@ -1023,8 +1030,8 @@ def test_a_cell_with_only_another_clusters_holes_is_not_a_tile(rng):
 
     clusters, labels = _cluster_cells(hole, 32)
     k = next(i for i, b in enumerate(clusters) if b[2] - b[0] > 500)  # the L
-    own = inp._crop_windows(hole, clusters[k], 32, labels == k + 1)
-    blind = inp._crop_windows(hole, clusters[k], 32)
+    own = _windows(inp, hole, clusters[k], labels == k + 1)
+    blind = _windows(inp, hole, clusters[k])
     assert len(blind) == len(own) + 1  # without its own cells the dot's would be a tile
     assert len(runs) == len(own) + 1  # the L's tiles and the dot's own crop
 
@@ -1038,7 +1045,7 @@ def test_a_cpu_gives_a_small_job_full_scale_tiles_within_its_budget(rng):
     hole = np.zeros((600, 1200), bool)
     hole[300:312, 100:1100] = True  # one stroke, 1000 px long
     (box,) = hole_clusters(hole, 32)
-    full, half = (inp._crop_windows(hole, box, 32, shrink=s) for s in (1.0, 0.5))
+    full, half = (_windows(inp, hole, box, shrink=s) for s in (1.0, 0.5))
     assert len(full) > len(half) > 1
     shapes = []
     original = inp._run
