@@ -53,3 +53,19 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         if isinstance(exc, OSError) and exc.filename in (None, tmp):
             exc.filename = str(path)  # "No space left on device: 'out.png'", not the temp
         raise
+
+
+def ensure_writable_folder(path: str | Path) -> Path:
+    """Create the folder ``path`` (parents too) and prove that a file can be written in it.
+
+    For tools that write their results only at the end (training logs and checkpoints, an
+    evaluation's tables): an unwritable folder should stop them before the work, not after.
+    Raises OSError with a reason a user can act on."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise NotADirectoryError(f"{path} exists and is not a folder")
+    path.mkdir(parents=True, exist_ok=True)
+    fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+    os.close(fd)
+    os.unlink(probe)
+    return path

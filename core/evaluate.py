@@ -32,6 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core import metrics
+from core.atomic import ensure_writable_folder
 from core.checkpoint import CheckpointError, atomic_write
 from core.data import DatasetError, border_margin_for, centre_crop, find_images, resize_hole
 from core.imageio import ImageLoadError, atomic_save_pil, load_image
@@ -377,10 +378,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _check_args(args: argparse.Namespace) -> None:
-    if not args.images.is_dir():
-        raise UsageError(f"--images folder '{args.images}' does not exist")
-    if args.masks is not None and not args.masks.is_dir():
-        raise UsageError(f"--masks folder '{args.masks}' does not exist")
+    for flag, folder in (("--images", args.images), ("--masks", args.masks)):
+        if folder is not None and not folder.is_dir():
+            what = "is not a folder" if folder.exists() else "does not exist"
+            raise UsageError(f"{flag} folder '{folder}' {what}")
     if args.size < 16:
         raise UsageError(f"--size must be at least 16, got {args.size}")
     if args.per_bucket < 1:
@@ -389,6 +390,14 @@ def _check_args(args: argparse.Namespace) -> None:
         raise UsageError(f"--radius must be positive, got {args.radius}")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out '{args.out}' exists and is not a folder")
+    try:  # before minutes of scoring, not after them
+        ensure_writable_folder(args.out)
+    except OSError as exc:
+        raise UsageError(f"--out '{args.out}': cannot write there ({_reason(exc)})") from None
+
+
+def _reason(exc: OSError) -> str:
+    return exc.strerror or str(exc) or type(exc).__name__
 
 
 def _make_pairs(
@@ -529,6 +538,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except OSError as exc:  # a disk that filled up while scoring: the scores are lost anyway
+        print(f"error: cannot write {exc.filename or args.out}: {_reason(exc)}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)
         return 130

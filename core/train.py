@@ -17,7 +17,7 @@ import random
 import signal
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
+from core.atomic import ensure_writable_folder
 from core.checkpoint import (
     CheckpointError,
     checked_config,
@@ -86,6 +87,9 @@ class TrainConfig:
     compile: bool = False  # torch.compile the network and the loss for the training steps
     export: str | None = None  # also write fp16 safetensors of the best model here
     fail_at_step: int | None = None  # testing hook: force a NaN loss at this step
+    # The settings given on the command line (parse_args); with --resume the others come
+    # from the run's checkpoint (RESUMED). None, as for a config built in code: all given.
+    given: tuple[str, ...] | None = None
 
     def resolved_layers(self) -> int:
         return self.layers if self.layers else (7 if self.image_size <= 256 else 8)
@@ -116,7 +120,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
                    help="steps of linear warm-up from --lr / N (a fresh Adam state's first "
                         "steps move every weight by the full rate)")
     p.add_argument("--finetune", action="store_true", help="freeze encoder BN, lr 5e-5")
-    p.add_argument("--resume", help="continue a run from its checkpoint (step, optimizer, RNG)")
+    p.add_argument("--resume",
+                   help="continue a run from its checkpoint: step, optimizer, RNG, and the "
+                        "run's image size, batch, loss, masks and learning rate unless given "
+                        "again (not --lr-warmup)")
     p.add_argument("--init", help="start from a checkpoint's weights with a fresh optimizer")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
@@ -143,7 +150,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--hole-weights", type=_weights,
                    help="relative weights of the six hole-size buckets (0.01-0.1 up to "
                         "0.5-0.6) for generated masks, e.g. 1,1,2,2,2,2: holes over 20 %% twice "
-                        "as often (default: equal; give it again with --resume)")
+                        "as often (default: equal)")
     p.add_argument("--mask-dir", help="folder of mask images (white = hole) instead of generated")
     p.add_argument("--work-size", type=int, default=d.work_size,
                    help="crop size core.inference uses with this model")
@@ -154,7 +161,10 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--export", help="also save the best model as fp16 safetensors here")
     p.add_argument("--fail-at-step", type=int, help=argparse.SUPPRESS)
     ns = p.parse_args(argv)
-    cfg = TrainConfig(**{k: v for k, v in vars(ns).items()})
+    for action in p._actions:  # parsed again without defaults: what the user typed
+        action.default = argparse.SUPPRESS
+    given = tuple(sorted(vars(p.parse_args(argv))))
+    cfg = TrainConfig(**{k: v for k, v in vars(ns).items()}, given=given)
     if not 0.0 <= cfg.lr_floor <= cfg.resolved_lr():
         p.error(f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}")
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
@@ -174,6 +184,54 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         except ValueError as exc:
             p.error(f"--hole-weights: {exc}")
     return cfg
+
+
+# What a resumed run takes from its checkpoint's train_config unless given again: the settings
+# that define what it trains on and how. Resumed without them, a 64 px run went on at the
+# default 256 px (exporting another max_hole_radius) and a --perceptual none run would have
+# asked for VGG weights. Not taken: where and how long it runs (device, amp, workers, steps,
+# minutes, logging, output) and --lr-warmup (warm-up and schedule belong to one invocation).
+RESUMED: dict[str, tuple[type, ...]] = {
+    "image_size": (int,), "batch_size": (int,), "lr": (float, int), "lr_schedule": (str,),
+    "lr_floor": (float, int), "finetune": (bool,), "perceptual": (str,),
+    "vgg_weights": (str,), "backbone_weights": (str,), "perceptual_weight": (float, int),
+    "style_weight": (float, int), "seed": (int,), "val_images": (int,),
+    "mask_reuse": (float, int), "hole_weights": (tuple, list), "mask_dir": (str,),
+    "work_size": (int,),
+}
+
+
+def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
+    """``cfg`` with the RESUMED settings it was not given taken from ``saved`` (a checkpoint's
+    train_config), and those that changed as command-line flags, for the log."""
+    given = set(cfg.given) if cfg.given is not None else {f.name for f in fields(cfg)}
+    if given & {"mask_dir", "hole_weights"}:
+        given |= {"mask_dir", "hole_weights"}  # one mask source: the one given now
+    changes: dict[str, Any] = {}
+    for name, types in RESUMED.items():
+        if name in given or name not in saved:
+            continue
+        value = saved[name]
+        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+            raise TrainingStopped(f"--resume {cfg.resume}: its setting {name}={value!r} is "
+                                  "not valid; give --" + name.replace("_", "-") + " instead")
+        if name == "hole_weights":
+            value = tuple(float(v) for v in value)
+        if value != getattr(cfg, name):
+            changes[name] = value
+    if changes.get("lr_schedule", "constant") not in ("constant", "cosine"):
+        raise TrainingStopped(f"--resume {cfg.resume}: unknown lr_schedule "
+                              f"{changes['lr_schedule']!r}; give --lr-schedule instead")
+    flags = []
+    for name, value in changes.items():
+        flag = "--" + name.replace("_", "-")
+        if isinstance(value, bool):
+            flags.append(flag if value else f"(no {flag})")
+        elif isinstance(value, tuple):
+            flags.append(f"{flag} {','.join(f'{v:g}' for v in value)}")
+        else:
+            flags.append(f"{flag} {value}")
+    return replace(cfg, **changes), flags
 
 
 def _weights(text: str) -> tuple[float, ...]:
@@ -341,7 +399,21 @@ class Trainer:
             raise TrainingStopped(f"--data {cfg.data}: folder not found")
         if cfg.val_data and not Path(cfg.val_data).is_dir():
             raise TrainingStopped(f"--val-data {cfg.val_data}: folder not found")
-        layers = cfg.resolved_layers()
+        if self.ddp.main:
+            try:  # before the model and the data are built, not at the first log line
+                ensure_writable_folder(self.out)
+            except OSError as exc:
+                raise TrainingStopped(
+                    f"--out {self.out}: cannot write there ({exc.strerror or exc})"
+                ) from None
+        payload = None
+        if cfg.resume:
+            payload = self._load(cfg.resume)
+            self.cfg = cfg = self._resumed(payload)
+        if cfg.mask_dir and not Path(cfg.mask_dir).is_dir():
+            raise TrainingStopped(f"--mask-dir {cfg.mask_dir}: folder not found")
+        layers = (int(payload["model_config"]["layers"]) if payload is not None
+                  else cfg.resolved_layers())
         if cfg.image_size % (2**layers):
             raise TrainingStopped(
                 f"--image-size {cfg.image_size} must be a multiple of {2**layers} "
@@ -356,9 +428,7 @@ class Trainer:
         np.random.seed(seed % 2**32)
         random.seed(seed)
 
-        payload = None
-        if cfg.resume:
-            payload = self._load(cfg.resume)
+        if payload is not None:
             model_config = PConvUNetConfig.from_dict(dict(payload["model_config"]))
         else:
             model_config = PConvUNetConfig(layers=layers, width=cfg.width)
@@ -405,8 +475,13 @@ class Trainer:
             self.train_loss = torch.compile(self.loss_fn)
         self._build_data()
         if self.ddp.main:
-            self.out.mkdir(parents=True, exist_ok=True)
-            self._open_logs()
+            try:
+                self.out.mkdir(parents=True, exist_ok=True)
+                self._open_logs()
+            except OSError as exc:
+                raise TrainingStopped(
+                    f"--out {self.out}: cannot write there ({exc.strerror or exc})"
+                ) from None
 
     def _load(self, path: str) -> dict[str, Any]:
         """A checkpoint whose weights are known to match its configuration, or a clear stop."""
@@ -416,6 +491,13 @@ class Trainer:
         except CheckpointError as exc:
             raise TrainingStopped(str(exc)) from None
         return payload
+
+    def _resumed(self, payload: dict[str, Any]) -> TrainConfig:
+        saved = payload.get("train_config")
+        cfg, flags = resumed_config(self.cfg, saved if isinstance(saved, dict) else {})
+        if flags and self.ddp.main:
+            print(f"resuming with the run's settings: {' '.join(flags)}", flush=True)
+        return cfg
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"], strict=True)
@@ -451,7 +533,9 @@ class Trainer:
                 mask_reuse=cfg.mask_reuse, hole_weights=cfg.hole_weights,
             )
         except (ValueError, OSError, RuntimeError) as exc:
-            raise TrainingStopped(f"--data {cfg.data}: {exc}") from None
+            source = ("--mask-dir", cfg.mask_dir) if cfg.mask_dir and str(cfg.mask_dir) in str(
+                exc) else ("--data", cfg.data)
+            raise TrainingStopped(f"{source[0]} {source[1]}: {exc}") from None
         if len(self.dataset) == 0:
             raise TrainingStopped(f"--data {cfg.data}: no images found")
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.ddp.rank + self.step)
@@ -489,7 +573,8 @@ class Trainer:
             "step": self.step,
             "best_psnr": self.best_psnr if math.isfinite(self.best_psnr) else None,
             "rng": rng_state(),
-            "train_config": {k: v for k, v in asdict(self.cfg).items() if v is not None},
+            "train_config": {k: v for k, v in asdict(self.cfg).items()
+                             if v is not None and k != "given"},
             "work_size": self.cfg.work_size,
             "max_hole_radius": max_hole_radius(self.cfg.image_size),
         }

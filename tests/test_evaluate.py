@@ -170,7 +170,8 @@ def test_cli_missing_images_folder_exits_2_with_one_line(tmp_path: Path) -> None
     assert "nope" in proc.stderr and proc.stdout == ""
 
 
-@pytest.mark.parametrize("problem", ["no images", "bad checkpoint", "bad margin"])
+@pytest.mark.parametrize("problem", ["no images", "bad checkpoint", "bad margin",
+                                     "images is a file", "out under a file"])
 def test_cli_user_mistakes_exit_2(
     problem: str, image_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture
 ) -> None:
@@ -184,11 +185,20 @@ def test_cli_user_mistakes_exit_2(
         bad = tmp_path / "bad.pt"
         bad.write_bytes(b"junk")
         argv += ["--checkpoint", str(bad)]
+    elif problem == "images is a file":
+        argv[1] = str(next(image_dir.iterdir()))
+    elif problem == "out under a file":  # found before any scoring, not after it
+        (tmp_path / "afile").write_text("keep")
+        argv[5] = str(tmp_path / "afile" / "o")
     else:
         argv += ["--border-margin", "30"]
     assert main(argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("error: ")
+    if problem == "images is a file":
+        assert err[0].endswith("is not a folder"), err
+    if problem == "out under a file":
+        assert "cannot write there" in err[0] and (tmp_path / "afile").read_text() == "keep"
 
 
 def test_seeded_pairs_are_the_pairs_the_cli_scores(

@@ -331,7 +331,7 @@ def test_cli_folder_goes_on_past_bad_photos(tmp_path, tiny_model_file, rng):
 
 
 @pytest.mark.parametrize("problem", ["missing", "not_image", "size", "empty", "input",
-                                     "swapped"])
+                                     "swapped", "photo_as_mask"])
 def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, problem):
     img = rng.integers(0, 256, (40, 40, 3), dtype=np.uint8)
     Image.fromarray(img).save(tmp_path / "a.png")
@@ -354,6 +354,9 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
         Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(image_arg)
         Image.fromarray(np.kron(mask, np.ones((4, 4), np.uint8))).save(mask_arg)
         image_arg, mask_arg = mask_arg, image_arg
+    elif problem == "photo_as_mask":  # binarised, its bright half would be filled
+        Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(image_arg)
+        mask_arg = image_arg
     before = image_arg.read_bytes() if image_arg.exists() else None
     r = _cli(image_arg, mask_arg, "-o", out, "--checkpoint", tiny_model_file, "--overwrite")
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -361,6 +364,8 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in r.stderr
     if problem == "swapped":
         assert "looks like a mask" in lines[0] and not out.exists()
+    if problem == "photo_as_mask":
+        assert "looks like a photo, not a mask" in lines[0] and not out.exists()
     if before is not None:
         assert image_arg.read_bytes() == before
 

@@ -160,7 +160,7 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
         # Step 3 is neither logged nor saved, so its NaN is caught the deferred way (after
         # step 4 was queued), and must still be reported as step 3's with step 2 kept.
         return Run([*plain, "--max-steps", "10", "--save-every", "2", "--fail-at-step", "3",
-                    "--log-every", "4"], base / name, home)
+                    "--log-every", "4", "--hole-weights", "0,0,1,1,1,1"], base / name, home)
     if name == "vgg":  # the default --perceptual vgg16, with an empty TORCH_HOME
         return Run([*TINY, "--data", data, "--max-steps", "3"], base / name, home)
     if name == "effnet":
@@ -186,9 +186,12 @@ def _spec(name: str, d: dict[str, Path], runs: Runs) -> Run:
                     "--master_addr=127.0.0.1", f"--master_port={_free_port()}"]
         return Run([*plain, "--max-steps", "3"], base / name, home, launcher=launcher)
     if name == "resume":  # the NaN run's step-2 checkpoint, in a copy of its run folder
+        # Without the run's --image-size, --layers, --width, --batch-size, --perceptual and
+        # --hole-weights: the checkpoint supplies them (VGG weights would stop it here).
         out = base / name
         shutil.copytree(runs.done("nan").expect(1).out, out)
-        return Run([*plain, "--resume", str(out / "latest.pt"), "--max-steps", "5",
+        return Run(["--workers", "0", "--device", "cpu", "--data", data,
+                    "--resume", str(out / "latest.pt"), "--max-steps", "5",
                     "--lr", "1e-4", "--log-every", "1", "--lr-warmup", "2"], out, home)
     if name == "finetune":
         init = runs.done("base").expect(0).out / "latest.pt"
@@ -379,6 +382,13 @@ def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
     assert _logged_lrs(run.out) == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()
     assert "schedule starts again from step 2" in run.stderr, run.report()
     assert "done (max steps reached): step 5," in run.stdout, run.report()
+    assert ("resuming with the run's settings: --image-size 32 --batch-size 2 --perceptual "
+            "none --hole-weights 0,0,1,1,1,1") in run.stdout, run.report()
+    saved = payload["train_config"]
+    assert (saved["image_size"], saved["batch_size"], saved["perceptual"]) == (32, 2, "none")
+    assert tuple(saved["hole_weights"]) == (0, 0, 1, 1, 1, 1) and saved["lr"] == 1e-4
+    assert payload["max_hole_radius"] == before["max_hole_radius"]
+    assert "given" not in saved
 
 
 def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
@@ -610,3 +620,52 @@ def test_hole_weights_reach_the_training_data(tmp_path: Path, monkeypatch) -> No
                                         "--hole-weights", "0,0,0,0,0,1"]))
     trainer._build_data()
     assert trainer.dataset.hole_p.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
+
+
+def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
+    from core.train import TrainingStopped, resumed_config
+
+    saved = {"image_size": 64, "batch_size": 8, "perceptual": "none", "finetune": True,
+             "hole_weights": [1, 1, 2, 2, 2, 2], "lr_schedule": "cosine", "max_steps": 99,
+             "lr_warmup": 300, "device": "cuda", "out": "elsewhere"}
+    cfg = parse_args(["--data", "x", "--resume", "r.pt", "--batch-size", "16"])
+    assert "batch_size" in cfg.given and "image_size" not in cfg.given
+    cfg, flags = resumed_config(cfg, saved)
+    assert (cfg.image_size, cfg.batch_size, cfg.perceptual, cfg.finetune) == (64, 16, "none", True)
+    assert cfg.hole_weights == (1, 1, 2, 2, 2, 2) and cfg.resolved_lr() == 5e-5
+    # where and how long a run goes, and its warm-up, belong to this invocation
+    assert (cfg.max_steps, cfg.lr_warmup, cfg.device, cfg.out) == (
+        TrainConfig.max_steps, 0, "auto", TrainConfig.out)
+    assert flags == ["--image-size 64", "--lr-schedule cosine", "--finetune",
+                     "--perceptual none", "--hole-weights 1,1,2,2,2,2"]
+    # one mask source: --mask-dir given now drops the run's hole weights
+    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--mask-dir", "m"]),
+                            saved)
+    assert cfg.mask_dir == "m" and cfg.hole_weights is None
+    # a config built in code has given every setting
+    cfg, flags = resumed_config(TrainConfig(data="x", resume="r"), saved)
+    assert flags == [] and cfg.image_size == TrainConfig.image_size
+    for bad in ({"image_size": "64"}, {"finetune": 1}, {"lr_schedule": "step"}):
+        with pytest.raises(TrainingStopped, match="--resume r"):
+            resumed_config(parse_args(["--data", "x", "--resume", "r"]), bad)
+
+
+@pytest.mark.parametrize("problem", ["file", "under_a_file", "mask_dir"])
+def test_unusable_out_or_mask_folder_stops_at_once_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture, problem: str) -> None:
+    import core.train as train
+
+    data = _make_photos(tmp_path / "data", 1, seed=0)
+    (tmp_path / "afile").write_text("keep me")
+    out = {"file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "run",
+           "mask_dir": tmp_path / "run"}[problem]
+    extra = ["--mask-dir", str(tmp_path / "nope")] if problem == "mask_dir" else []
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--data", str(data), "--perceptual", "none", "--out", str(out),
+                    *extra])
+    assert stop.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    expected = (f"--mask-dir {tmp_path / 'nope'}: folder not found" if problem == "mask_dir"
+                else f"--out {out}: cannot write there (")
+    assert len(err) == 1 and err[0].startswith(f"error: {expected}"), err
+    assert (tmp_path / "afile").read_text() == "keep me"
