@@ -55,17 +55,32 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> None:
         raise
 
 
-def ensure_writable_folder(path: str | Path) -> Path:
-    """Create the folder ``path`` (parents too) and prove that a file can be written in it.
+def check_writable_folder(path: str | Path) -> None:
+    """Raise OSError unless ``path`` is, or can be made, a folder that takes new files.
 
     For tools that write their results only at the end (training logs and checkpoints, an
     evaluation's tables): an unwritable folder should stop them before the work, not after.
-    Raises OSError with a reason a user can act on."""
+    Proven by writing a file; the file and any folder made for it are removed again, so a
+    run that stops for another reason leaves nothing behind."""
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"{path} exists and is not a folder")
-    path.mkdir(parents=True, exist_ok=True)
-    fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
-    os.close(fd)
-    os.unlink(probe)
-    return path
+    missing = []
+    folder = path
+    while not folder.exists() and folder != folder.parent:
+        missing.append(folder)
+        folder = folder.parent
+    made: list[Path] = []
+    try:
+        for folder in reversed(missing):
+            folder.mkdir()
+            made.append(folder)
+        fd, probe = tempfile.mkstemp(prefix=".write-test.", suffix=".tmp", dir=path)
+        os.close(fd)
+        os.unlink(probe)
+    finally:
+        for folder in reversed(made):
+            try:
+                folder.rmdir()
+            except OSError:  # something else wrote there meanwhile: leave it
+                pass

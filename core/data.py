@@ -106,10 +106,12 @@ class _FileCache:
     a simultaneous first hit) and not decoded again.
     """
 
-    def __init__(self, paths: list[Path], loader, what: str, preload: bool) -> None:
+    def __init__(self, paths: list[Path], loader, what: str, preload: bool,
+                 folder: str | Path | None = None) -> None:
         self.paths = paths
         self.loader = loader
         self.what = what
+        self.prefix = f"{folder}: " if folder is not None else ""  # for the errors below
         self.broken = torch.zeros(len(paths), dtype=torch.uint8)
         if len(paths):
             self.broken.share_memory_()
@@ -117,7 +119,8 @@ class _FileCache:
         if preload:
             self.cache = [self.load(i) for i in range(len(paths))]
             if not self.usable():
-                raise DatasetError(f"none of the {len(paths)} {what} files could be decoded")
+                raise DatasetError(f"{self.prefix}none of the {len(paths)} {what} files could "
+                                   "be decoded")
 
     def usable(self) -> bool:
         return bool(len(self.paths)) and not bool(self.broken.all())
@@ -151,7 +154,8 @@ class _FileCache:
                     arr = self.load(int(candidate))
                     if arr is not None:
                         return arr
-                raise DatasetError(f"none of the {n} {self.what} files could be decoded")
+                raise DatasetError(f"{self.prefix}none of the {n} {self.what} files could be "
+                                   "decoded")
             tries += 1
             arr = self.load(index)
         return arr
@@ -232,13 +236,13 @@ class InpaintingDataset(Dataset):
         if not paths:
             raise DatasetError(f"{self.root}: no images found ({', '.join(IMAGE_SUFFIXES)})")
         self.paths = paths
-        self._images = _FileCache(paths, _load_rgb, "image", preload)
+        self._images = _FileCache(paths, _load_rgb, "image", preload, self.root)
         self._masks: _FileCache | None = None
         if mask_dir is not None:
             mask_paths = find_images(mask_dir)
             if not mask_paths:
                 raise DatasetError(f"{mask_dir}: no mask images found")
-            self._masks = _FileCache(mask_paths, load_mask, "mask", preload)
+            self._masks = _FileCache(mask_paths, load_mask, "mask", preload, mask_dir)
         self._rng: np.random.Generator | None = None
         self._mask_gen: MaskGenerator | None = None
         self._rng_owner: tuple[int, int] | None = None

@@ -32,7 +32,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from core import metrics
-from core.atomic import ensure_writable_folder
+from core.atomic import check_writable_folder
 from core.checkpoint import CheckpointError, atomic_write
 from core.data import DatasetError, border_margin_for, centre_crop, find_images, resize_hole
 from core.imageio import ImageLoadError, atomic_save_pil, load_image
@@ -391,7 +391,7 @@ def _check_args(args: argparse.Namespace) -> None:
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out '{args.out}' exists and is not a folder")
     try:  # before minutes of scoring, not after them
-        ensure_writable_folder(args.out)
+        check_writable_folder(args.out)
     except OSError as exc:
         raise UsageError(f"--out '{args.out}': cannot write there ({_reason(exc)})") from None
 
@@ -538,8 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except UsageError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # a disk that filled up while scoring: the scores are lost anyway
-        print(f"error: cannot write {exc.filename or args.out}: {_reason(exc)}", file=sys.stderr)
+    except OSError as exc:  # e.g. a disk that filled up while scoring
+        print(f"error: {exc.filename or args.out}: {_reason(exc)}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("error: interrupted", file=sys.stderr)

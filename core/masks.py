@@ -276,10 +276,6 @@ def looks_like_photo(rgb: np.ndarray) -> bool:
     return bool(((grey > 24) & (grey < 231)).mean() >= 0.25)
 
 
-class NotAMaskError(ValueError):
-    """The file given as a mask is a colour photo (``looks_like_photo``)."""
-
-
 def _zero_one(arr: np.ndarray) -> bool:
     """A mask holding only 0 and 1 (saved straight from a bool or 0/1 array)."""
     return arr.size > 0 and int(arr.max()) == 1 and int(arr.min()) == 0
@@ -328,13 +324,6 @@ def load_mask(path: str | Path) -> np.ndarray:
             rgb = np.asarray(img.convert("RGB"))
             if lossless and _zero_one(rgb):
                 return rgb.max(axis=2) == 1  # a 0/1 mask saved as colour: 1 = hole
-            if looks_like_photo(rgb):
-                # Binarised, a photo's bright half would become a hole silently (the photo
-                # given as its own mask filled 93 % of it).
-                raise NotAMaskError(
-                    f"{path}: looks like a photo, not a mask (white where to fill, black "
-                    "elsewhere)"
-                )
             return binarize_mask(rgb)
     except FileNotFoundError:
         raise ValueError(f"{path}: mask file not found") from None

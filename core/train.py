@@ -25,7 +25,7 @@ import numpy as np
 import torch
 import torch.distributed as dist
 
-from core.atomic import ensure_writable_folder
+from core.atomic import check_writable_folder
 from core.checkpoint import (
     CheckpointError,
     checked_config,
@@ -123,7 +123,7 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--resume",
                    help="continue a run from its checkpoint: step, optimizer, RNG, and the "
                         "run's image size, batch, loss, masks and learning rate unless given "
-                        "again (not --lr-warmup)")
+                        "again (not --lr-warmup); --out defaults to the checkpoint's folder")
     p.add_argument("--init", help="start from a checkpoint's weights with a fresh optimizer")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
@@ -165,25 +165,38 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         action.default = argparse.SUPPRESS
     given = tuple(sorted(vars(p.parse_args(argv))))
     cfg = TrainConfig(**{k: v for k, v in vars(ns).items()}, given=given)
+    if cfg.resume and "out" not in given:  # continue in the run's own folder
+        cfg = replace(cfg, out=str(Path(cfg.resume).parent))
+    # (with --resume checked in Trainer.setup, once the run's own settings are in)
+    problem = None if cfg.resume else config_problem(cfg)
+    if problem:
+        p.error(problem)
+    return cfg
+
+
+def config_problem(cfg: TrainConfig) -> str | None:
+    """What is wrong with the values of ``cfg``, in a line, or None."""
+    if cfg.batch_size < 1:
+        return f"--batch-size must be at least 1, got {cfg.batch_size}"
     if not 0.0 <= cfg.lr_floor <= cfg.resolved_lr():
-        p.error(f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}")
+        return f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}"
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
-        p.error(f"--max-minutes must be positive, got {cfg.max_minutes}")
+        return f"--max-minutes must be positive, got {cfg.max_minutes}"
     if cfg.lr_warmup < 0:
-        p.error(f"--lr-warmup must be a number of steps, got {cfg.lr_warmup}")
+        return f"--lr-warmup must be a number of steps, got {cfg.lr_warmup}"
     if not cfg.mask_reuse >= 1.0:
-        p.error(f"--mask-reuse must be at least 1, got {cfg.mask_reuse}")
+        return f"--mask-reuse must be at least 1, got {cfg.mask_reuse}"
     if cfg.hole_weights is not None:
         from core.data import bucket_probabilities
         from core.masks import BUCKETS
 
         if cfg.mask_dir:
-            p.error("--hole-weights applies to generated masks, not to --mask-dir")
+            return "--hole-weights applies to generated masks, not to --mask-dir"
         try:
             bucket_probabilities(cfg.hole_weights, len(BUCKETS))
-        except ValueError as exc:
-            p.error(f"--hole-weights: {exc}")
-    return cfg
+        except (ValueError, TypeError) as exc:
+            return f"--hole-weights: {exc}"
+    return None
 
 
 # What a resumed run takes from its checkpoint's train_config unless given again: the settings
@@ -199,24 +212,33 @@ RESUMED: dict[str, tuple[type, ...]] = {
     "mask_reuse": (float, int), "hole_weights": (tuple, list), "mask_dir": (str,),
     "work_size": (int,),
 }
+# Taken together or not at all: one mask source; a loss's weights and weight files belong to
+# its backbone.
+_RESUMED_TOGETHER = ({"mask_dir", "hole_weights"},
+                     {"perceptual", "perceptual_weight", "style_weight", "vgg_weights",
+                      "backbone_weights"})
 
 
 def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
     """``cfg`` with the RESUMED settings it was not given taken from ``saved`` (a checkpoint's
-    train_config), and those that changed as command-line flags, for the log."""
+    train_config), and those that changed as command-line flags, for the log. To change one,
+    give it again (the default too: ``--hole-weights 1,1,1,1,1,1``)."""
     given = set(cfg.given) if cfg.given is not None else {f.name for f in fields(cfg)}
-    if given & {"mask_dir", "hole_weights"}:
-        given |= {"mask_dir", "hole_weights"}  # one mask source: the one given now
+    for group in _RESUMED_TOGETHER:
+        if given & group:
+            given |= group
     changes: dict[str, Any] = {}
     for name, types in RESUMED.items():
         if name in given or name not in saved:
             continue
         value = saved[name]
-        if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
+        if name == "hole_weights" and isinstance(value, types):
+            value = tuple(value)
+        if (not isinstance(value, types) or (isinstance(value, bool) and bool not in types)
+                or (name == "hole_weights" and not all(
+                    isinstance(v, float | int) and not isinstance(v, bool) for v in value))):
             raise TrainingStopped(f"--resume {cfg.resume}: its setting {name}={value!r} is "
                                   "not valid; give --" + name.replace("_", "-") + " instead")
-        if name == "hole_weights":
-            value = tuple(float(v) for v in value)
         if value != getattr(cfg, name):
             changes[name] = value
     if changes.get("lr_schedule", "constant") not in ("constant", "cosine"):
@@ -225,8 +247,8 @@ def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig
     flags = []
     for name, value in changes.items():
         flag = "--" + name.replace("_", "-")
-        if isinstance(value, bool):
-            flags.append(flag if value else f"(no {flag})")
+        if isinstance(value, bool):  # only finetune, whose default is off
+            flags.append(flag)
         elif isinstance(value, tuple):
             flags.append(f"{flag} {','.join(f'{v:g}' for v in value)}")
         else:
@@ -401,7 +423,7 @@ class Trainer:
             raise TrainingStopped(f"--val-data {cfg.val_data}: folder not found")
         if self.ddp.main:
             try:  # before the model and the data are built, not at the first log line
-                ensure_writable_folder(self.out)
+                check_writable_folder(self.out)
             except OSError as exc:
                 raise TrainingStopped(
                     f"--out {self.out}: cannot write there ({exc.strerror or exc})"
@@ -411,7 +433,9 @@ class Trainer:
             payload = self._load(cfg.resume)
             self.cfg = cfg = self._resumed(payload)
         if cfg.mask_dir and not Path(cfg.mask_dir).is_dir():
-            raise TrainingStopped(f"--mask-dir {cfg.mask_dir}: folder not found")
+            whose = "" if cfg.given is None or "mask_dir" in cfg.given else (
+                " (the resumed run's; give --mask-dir or --hole-weights to change it)")
+            raise TrainingStopped(f"--mask-dir {cfg.mask_dir}: folder not found{whose}")
         layers = (int(payload["model_config"]["layers"]) if payload is not None
                   else cfg.resolved_layers())
         if cfg.image_size % (2**layers):
@@ -494,19 +518,23 @@ class Trainer:
 
     def _resumed(self, payload: dict[str, Any]) -> TrainConfig:
         saved = payload.get("train_config")
-        cfg, flags = resumed_config(self.cfg, saved if isinstance(saved, dict) else {})
+        saved = saved if isinstance(saved, dict) else {}
+        if self.cfg.finetune and not saved.get("finetune", False):
+            raise TrainingStopped(
+                f"--resume {self.cfg.resume} is a stage-1 run; start fine-tuning from it with "
+                f"--init {self.cfg.resume} --finetune"
+            )
+        cfg, flags = resumed_config(self.cfg, saved)
+        problem = config_problem(cfg)
+        if problem:
+            raise TrainingStopped(problem + (f" (with the settings of --resume {cfg.resume})"
+                                             if flags else ""))
         if flags and self.ddp.main:
             print(f"resuming with the run's settings: {' '.join(flags)}", flush=True)
         return cfg
 
     def _restore(self, payload: dict[str, Any]) -> None:
         self.model.load_state_dict(payload["model"], strict=True)
-        was_finetune = bool(payload.get("train_config", {}).get("finetune", False))
-        if self.cfg.finetune and not was_finetune:
-            raise TrainingStopped(
-                f"--resume {self.cfg.resume} is a stage-1 run; start fine-tuning from it with "
-                f"--init {self.cfg.resume} --finetune"
-            )
         if "optimizer" in payload:
             self.optimizer.load_state_dict(payload["optimizer"])
             for group in self.optimizer.param_groups:
@@ -533,9 +561,10 @@ class Trainer:
                 mask_reuse=cfg.mask_reuse, hole_weights=cfg.hole_weights,
             )
         except (ValueError, OSError, RuntimeError) as exc:
-            source = ("--mask-dir", cfg.mask_dir) if cfg.mask_dir and str(cfg.mask_dir) in str(
-                exc) else ("--data", cfg.data)
-            raise TrainingStopped(f"{source[0]} {source[1]}: {exc}") from None
+            # (the dataset's errors about masks start with the mask folder)
+            if cfg.mask_dir and str(exc).startswith(f"{cfg.mask_dir}:"):
+                raise TrainingStopped(f"--mask-dir {exc}") from None
+            raise TrainingStopped(f"--data {cfg.data}: {exc}") from None
         if len(self.dataset) == 0:
             raise TrainingStopped(f"--data {cfg.data}: no images found")
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.ddp.rank + self.step)
@@ -682,6 +711,8 @@ class Trainer:
             )
 
     def run(self) -> int:
+        from core.data import DatasetError
+
         cfg = self.cfg
         self._install_signals()
         if self.ddp.main and cfg.init and not cfg.resume and self.val_set:
@@ -737,7 +768,13 @@ class Trainer:
                 for group in self.optimizer.param_groups:
                     group["lr"] = lr
                 fetch = time.perf_counter()
-                batch = next(data_iter)
+                try:
+                    batch = next(data_iter)
+                except DatasetError as exc:  # e.g. none of the files decodes, found only now
+                    # (from a loader worker, the text ends with the original error's line)
+                    line = str(exc).strip().splitlines()[-1]
+                    raise TrainingStopped(line.removeprefix("core.data.DatasetError: "),
+                                          code=1) from None
                 data_wait += time.perf_counter() - fetch
                 try:
                     values = self.train_step(batch)

@@ -607,6 +607,12 @@ class MainWindow(QMainWindow):
         """Replace the hole with a mask image (undoable); it must match the photo's size."""
         if self.document.hole_mask is None:
             return False
+        source = self.document.source_path
+        if source is not None and Path(path).resolve() == source.resolve():
+            # binarised, its bright half would become the hole
+            self.show_error("Cannot Import Mask",
+                            f"{path} is the photo itself, not a mask (white = fill).")
+            return False
         try:
             mask = load_mask(path)
             changed = self.document.edit_mask(mask, "Import mask")

@@ -355,8 +355,7 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
         Image.fromarray(np.kron(mask, np.ones((4, 4), np.uint8))).save(mask_arg)
         image_arg, mask_arg = mask_arg, image_arg
     elif problem == "photo_as_mask":  # binarised, its bright half would be filled
-        Image.fromarray(rng.integers(0, 256, (160, 160, 3), dtype=np.uint8)).save(image_arg)
-        mask_arg = image_arg
+        mask_arg = tmp_path / "." / "a.png"
     before = image_arg.read_bytes() if image_arg.exists() else None
     r = _cli(image_arg, mask_arg, "-o", out, "--checkpoint", tiny_model_file, "--overwrite")
     assert r.returncode == 2, (r.stdout, r.stderr)
@@ -365,7 +364,7 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
     if problem == "swapped":
         assert "looks like a mask" in lines[0] and not out.exists()
     if problem == "photo_as_mask":
-        assert "looks like a photo, not a mask" in lines[0] and not out.exists()
+        assert "the photo itself was given as the mask" in lines[0] and not out.exists()
     if before is not None:
         assert image_arg.read_bytes() == before
 

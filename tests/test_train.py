@@ -623,7 +623,7 @@ def test_hole_weights_reach_the_training_data(tmp_path: Path, monkeypatch) -> No
 
 
 def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
-    from core.train import TrainingStopped, resumed_config
+    from core.train import TrainingStopped, config_problem, resumed_config
 
     saved = {"image_size": 64, "batch_size": 8, "perceptual": "none", "finetune": True,
              "hole_weights": [1, 1, 2, 2, 2, 2], "lr_schedule": "cosine", "max_steps": 99,
@@ -635,7 +635,7 @@ def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
     assert cfg.hole_weights == (1, 1, 2, 2, 2, 2) and cfg.resolved_lr() == 5e-5
     # where and how long a run goes, and its warm-up, belong to this invocation
     assert (cfg.max_steps, cfg.lr_warmup, cfg.device, cfg.out) == (
-        TrainConfig.max_steps, 0, "auto", TrainConfig.out)
+        TrainConfig.max_steps, 0, "auto", ".")  # (the checkpoint's folder, not "elsewhere")
     assert flags == ["--image-size 64", "--lr-schedule cosine", "--finetune",
                      "--perceptual none", "--hole-weights 1,1,2,2,2,2"]
     # one mask source: --mask-dir given now drops the run's hole weights
@@ -645,9 +645,26 @@ def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
     # a config built in code has given every setting
     cfg, flags = resumed_config(TrainConfig(data="x", resume="r"), saved)
     assert flags == [] and cfg.image_size == TrainConfig.image_size
-    for bad in ({"image_size": "64"}, {"finetune": 1}, {"lr_schedule": "step"}):
+    for bad in ({"image_size": "64"}, {"finetune": 1}, {"lr_schedule": "step"},
+                {"hole_weights": ["a"]}):
         with pytest.raises(TrainingStopped, match="--resume r"):
             resumed_config(parse_args(["--data", "x", "--resume", "r"]), bad)
+    # a loss's weights belong to its backbone: switching backbone drops the run's weights
+    saved["perceptual_weight"] = 0.2
+    kept, _ = resumed_config(parse_args(["--data", "x", "--resume", "r"]), saved)
+    switched, _ = resumed_config(
+        parse_args(["--data", "x", "--resume", "r", "--perceptual", "effnet-lite0"]), saved)
+    assert kept.perceptual_weight == 0.2 and switched.perceptual_weight is None
+    # values are checked once the run's own are in: its lr, not the default, bounds the floor
+    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--lr-floor", "5e-4"]),
+                            {"lr": 1e-3})
+    assert config_problem(cfg) is None
+    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--lr", "5e-5"]),
+                            {"lr_schedule": "cosine", "lr_floor": 1e-4})
+    assert "--lr-floor must be between" in config_problem(cfg)
+    # a resumed run continues in its own folder unless --out says otherwise
+    assert parse_args(["--data", "x", "--resume", "runs/a/latest.pt"]).out == "runs/a"
+    assert parse_args(["--data", "x", "--resume", "runs/a/latest.pt", "--out", "b"]).out == "b"
 
 
 @pytest.mark.parametrize("problem", ["file", "under_a_file", "mask_dir"])
@@ -669,3 +686,24 @@ def test_unusable_out_or_mask_folder_stops_at_once_in_one_line(
                 else f"--out {out}: cannot write there (")
     assert len(err) == 1 and err[0].startswith(f"error: {expected}"), err
     assert (tmp_path / "afile").read_text() == "keep me"
+    assert not (tmp_path / "run").exists()  # the writability check leaves nothing behind
+
+
+@pytest.mark.filterwarnings("ignore::core.data.BrokenImageWarning")
+def test_masks_that_never_decode_stop_in_one_line(
+        tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    import core.train as train
+
+    data = _make_photos(tmp_path / "data", 1, seed=0)
+    masks = tmp_path / "masks"
+    masks.mkdir()
+    for name in ("a.png", "b.png"):
+        (masks / name).write_bytes(b"not a png")
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--data", str(data), "--perceptual", "none", "--max-steps", "1",
+                    "--out", str(tmp_path / "run"), "--mask-dir", str(masks)])
+    assert stop.value.code == 1
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    assert err.strip().splitlines()[-1] == (
+        f"error: {masks}: none of the 2 mask files could be decoded"), err
