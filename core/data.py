@@ -111,7 +111,7 @@ class _FileCache:
         self.paths = paths
         self.loader = loader
         self.what = what
-        self.prefix = f"{folder}: " if folder is not None else ""  # for the errors below
+        self.prefix = f"{Path(folder)}: " if folder is not None else ""  # for the errors below
         self.broken = torch.zeros(len(paths), dtype=torch.uint8)
         if len(paths):
             self.broken.share_memory_()

@@ -77,6 +77,11 @@ def _jobs(args: argparse.Namespace) -> list[tuple[Path, Path, Path, Path | None]
         raise UsageError(f"{args.image}: not found")
     if not args.mask.exists():
         raise UsageError(f"{args.mask}: not found")
+    if args.mask.resolve() == args.image.resolve():
+        # binarised, a photo's bright half would be filled (93 % of a test photo)
+        what = "folder" if args.image.is_dir() else "file"
+        raise UsageError(f"{args.mask}: IMAGE and MASK are the same {what}; the mask is a "
+                         "separate image, white where to fill")
     if args.image.is_dir():
         if not args.mask.is_dir():
             raise UsageError(f"{args.mask}: must be a folder when IMAGE is a folder")
@@ -170,9 +175,6 @@ def _run(args: argparse.Namespace) -> int:
         failed = 0
         for image_path, mask_path, out, raw in jobs:
             try:
-                if mask_path.resolve() == image_path.resolve():
-                    # binarised, its bright half would be filled (93 % of a test photo)
-                    raise UsageError(f"{mask_path}: the photo itself was given as the mask")
                 photo = load_image(image_path)
                 hole = load_mask(mask_path)
                 if looks_like_mask_image(photo.pixels) and looks_like_photo(

@@ -123,7 +123,8 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
     p.add_argument("--resume",
                    help="continue a run from its checkpoint: step, optimizer, RNG, and the "
                         "run's image size, batch, loss, masks and learning rate unless given "
-                        "again (not --lr-warmup); --out defaults to the checkpoint's folder")
+                        "again (not --lr-warmup); from a run folder's latest.pt, --out defaults to "
+                        "that folder")
     p.add_argument("--init", help="start from a checkpoint's weights with a fresh optimizer")
     p.add_argument("--device", default=d.device, choices=["auto", "cpu", "cuda"])
     p.add_argument("--amp", default=d.amp, choices=["auto", "bf16", "fp16", "off"])
@@ -165,8 +166,14 @@ def parse_args(argv: list[str] | None = None) -> TrainConfig:
         action.default = argparse.SUPPRESS
     given = tuple(sorted(vars(p.parse_args(argv))))
     cfg = TrainConfig(**{k: v for k, v in vars(ns).items()}, given=given)
-    if cfg.resume and "out" not in given:  # continue in the run's own folder
-        cfg = replace(cfg, out=str(Path(cfg.resume).parent))
+    if cfg.resume and "out" not in given:
+        resume = Path(cfg.resume)
+        if resume.name != "latest.pt":
+            # Its folder may hold a later latest.pt (best.pt is older), or be no run folder
+            # at all (an export beside the app's model): writing there could lose work.
+            p.error(f"--resume {cfg.resume}: give --out (a run continues in its folder "
+                    "only from that folder's latest.pt)")
+        cfg = replace(cfg, out=str(resume.parent))  # continue in the run's own folder
     # (with --resume checked in Trainer.setup, once the run's own settings are in)
     problem = None if cfg.resume else config_problem(cfg)
     if problem:
@@ -178,6 +185,8 @@ def config_problem(cfg: TrainConfig) -> str | None:
     """What is wrong with the values of ``cfg``, in a line, or None."""
     if cfg.batch_size < 1:
         return f"--batch-size must be at least 1, got {cfg.batch_size}"
+    if cfg.val_images < 1:
+        return f"--val-images must be at least 1, got {cfg.val_images}"
     if not 0.0 <= cfg.lr_floor <= cfg.resolved_lr():
         return f"--lr-floor must be between 0 and the learning rate, got {cfg.lr_floor}"
     if cfg.max_minutes is not None and not cfg.max_minutes > 0:
@@ -212,11 +221,8 @@ RESUMED: dict[str, tuple[type, ...]] = {
     "mask_reuse": (float, int), "hole_weights": (tuple, list), "mask_dir": (str,),
     "work_size": (int,),
 }
-# Taken together or not at all: one mask source; a loss's weights and weight files belong to
-# its backbone.
-_RESUMED_TOGETHER = ({"mask_dir", "hole_weights"},
-                     {"perceptual", "perceptual_weight", "style_weight", "vgg_weights",
-                      "backbone_weights"})
+_MASK_SOURCE = {"mask_dir", "hole_weights"}  # one of the two, the one given now if any
+_LOSS_SETTINGS = {"perceptual_weight", "style_weight", "vgg_weights", "backbone_weights"}
 
 
 def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig, list[str]]:
@@ -224,9 +230,10 @@ def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig
     train_config), and those that changed as command-line flags, for the log. To change one,
     give it again (the default too: ``--hole-weights 1,1,1,1,1,1``)."""
     given = set(cfg.given) if cfg.given is not None else {f.name for f in fields(cfg)}
-    for group in _RESUMED_TOGETHER:
-        if given & group:
-            given |= group
+    if given & _MASK_SOURCE:
+        given |= _MASK_SOURCE
+    if "perceptual" in given and cfg.perceptual != saved.get("perceptual", cfg.perceptual):
+        given |= _LOSS_SETTINGS  # another backbone: the run's weights were for its own
     changes: dict[str, Any] = {}
     for name, types in RESUMED.items():
         if name in given or name not in saved:
@@ -524,13 +531,19 @@ class Trainer:
                 f"--resume {self.cfg.resume} is a stage-1 run; start fine-tuning from it with "
                 f"--init {self.cfg.resume} --finetune"
             )
+        if "optimizer" not in payload or "step" not in payload:
+            raise TrainingStopped(f"--resume {self.cfg.resume} holds weights only; start a "
+                                  f"new run from them with --init {self.cfg.resume}")
         cfg, flags = resumed_config(self.cfg, saved)
         problem = config_problem(cfg)
         if problem:
-            raise TrainingStopped(problem + (f" (with the settings of --resume {cfg.resume})"
-                                             if flags else ""))
-        if flags and self.ddp.main:
-            print(f"resuming with the run's settings: {' '.join(flags)}", flush=True)
+            theirs = problem != config_problem(self.cfg)  # not the user's own mistake
+            raise TrainingStopped(problem + (f" (the setting of --resume {cfg.resume})"
+                                             if theirs else ""))
+        if self.ddp.main:
+            print(f"resuming {cfg.resume} (step {int(payload['step'])}), writing to "
+                  f"{self.out}" + (f", with the run's settings: {' '.join(flags)}"
+                                   if flags else ""), flush=True)
         return cfg
 
     def _restore(self, payload: dict[str, Any]) -> None:
@@ -561,10 +574,7 @@ class Trainer:
                 mask_reuse=cfg.mask_reuse, hole_weights=cfg.hole_weights,
             )
         except (ValueError, OSError, RuntimeError) as exc:
-            # (the dataset's errors about masks start with the mask folder)
-            if cfg.mask_dir and str(exc).startswith(f"{cfg.mask_dir}:"):
-                raise TrainingStopped(f"--mask-dir {exc}") from None
-            raise TrainingStopped(f"--data {cfg.data}: {exc}") from None
+            raise TrainingStopped(self._data_error(str(exc))) from None
         if len(self.dataset) == 0:
             raise TrainingStopped(f"--data {cfg.data}: no images found")
         generator = torch.Generator().manual_seed(cfg.seed * 7919 + self.ddp.rank + self.step)
@@ -578,9 +588,23 @@ class Trainer:
         )
         self.val_set = None
         if cfg.val_data and self.ddp.main:
-            self.val_set = ValidationSet(
-                cfg.val_data, image_size=cfg.image_size, per_image=cfg.val_images
-            )
+            try:
+                self.val_set = ValidationSet(
+                    cfg.val_data, image_size=cfg.image_size, per_image=cfg.val_images
+                )
+            except (ValueError, OSError, RuntimeError) as exc:
+                text = str(exc)
+                if not text.startswith(f"{Path(cfg.val_data)}:"):
+                    text = f"{cfg.val_data}: {text}"
+                raise TrainingStopped(f"--val-data {text}") from None
+
+    def _data_error(self, text: str) -> str:
+        """A dataset error with the flag it is about: the dataset's own errors start with
+        the folder they are about."""
+        for flag, folder in (("--mask-dir", self.cfg.mask_dir), ("--data", self.cfg.data)):
+            if folder and text.startswith(f"{Path(folder)}:"):
+                return f"{flag} {text}"
+        return f"--data {self.cfg.data}: {text}"
 
     def _open_logs(self) -> None:
         self.writer = None
@@ -773,8 +797,9 @@ class Trainer:
                 except DatasetError as exc:  # e.g. none of the files decodes, found only now
                     # (from a loader worker, the text ends with the original error's line)
                     line = str(exc).strip().splitlines()[-1]
-                    raise TrainingStopped(line.removeprefix("core.data.DatasetError: "),
-                                          code=1) from None
+                    raise TrainingStopped(
+                        self._data_error(line.removeprefix("core.data.DatasetError: ")),
+                        code=1) from None
                 data_wait += time.perf_counter() - fetch
                 try:
                     values = self.train_step(batch)

@@ -364,7 +364,7 @@ def test_cli_user_mistakes_exit_2_with_one_line(tmp_path, tiny_model_file, rng, 
     if problem == "swapped":
         assert "looks like a mask" in lines[0] and not out.exists()
     if problem == "photo_as_mask":
-        assert "the photo itself was given as the mask" in lines[0] and not out.exists()
+        assert "IMAGE and MASK are the same file" in lines[0] and not out.exists()
     if before is not None:
         assert image_arg.read_bytes() == before
 

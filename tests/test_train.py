@@ -208,6 +208,7 @@ NEEDS = {
     "test_train_writes_checkpoint_that_inference_loads": ("base",),
     "test_validation_outputs": ("base",),
     "test_resume_continues_step_and_optimizer": ("resume",),
+    "test_resume_from_weights_only_is_one_line": ("base",),
     "test_finetune_freezes_encoder_bn": ("finetune",),
     "test_nan_loss_stops_and_keeps_last_good_checkpoint": ("nan",),
     "test_vgg_without_weights_stops_at_once": ("vgg",),
@@ -382,13 +383,28 @@ def test_resume_continues_step_and_optimizer(runs: Runs) -> None:
     assert _logged_lrs(run.out) == ["lr=5e-05", "lr=0.0001", "lr=0.0001"], run.report()
     assert "schedule starts again from step 2" in run.stderr, run.report()
     assert "done (max steps reached): step 5," in run.stdout, run.report()
-    assert ("resuming with the run's settings: --image-size 32 --batch-size 2 --perceptual "
-            "none --hole-weights 0,0,1,1,1,1") in run.stdout, run.report()
+    assert (f"resuming {run.out / 'latest.pt'} (step 2), writing to {run.out}, with the run's "
+            "settings: --image-size 32 --batch-size 2 --perceptual none --hole-weights "
+            "0,0,1,1,1,1") in run.stdout, run.report()
     saved = payload["train_config"]
     assert (saved["image_size"], saved["batch_size"], saved["perceptual"]) == (32, 2, "none")
     assert tuple(saved["hole_weights"]) == (0, 0, 1, 1, 1, 1) and saved["lr"] == 1e-4
     assert payload["max_hole_radius"] == before["max_hole_radius"]
     assert "given" not in saved
+
+
+def test_resume_from_weights_only_is_one_line(runs: Runs, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture) -> None:
+    import core.train as train
+
+    export = runs.done("base").expect(0).out.parent / "export.safetensors"
+    with pytest.raises(SystemExit) as stop:
+        train.main([*TINY, "--data", str(tmp_path), "--perceptual", "none", "--resume",
+                    str(export), "--out", str(tmp_path / "run")])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert stop.value.code == 2 and len(err) == 1, err
+    assert err[0] == (f"error: --resume {export} holds weights only; start a new run from "
+                      f"them with --init {export}")
 
 
 def test_finetune_freezes_encoder_bn(runs: Runs) -> None:
@@ -622,13 +638,18 @@ def test_hole_weights_reach_the_training_data(tmp_path: Path, monkeypatch) -> No
     assert trainer.dataset.hole_p.tolist() == [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]
 
 
-def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
+def _resume_args(*extra: str) -> TrainConfig:
+    return parse_args(["--data", "x", "--resume", "r", "--out", "o", *extra])
+
+
+def test_resumed_settings_come_from_the_checkpoint_unless_given(
+        capsys: pytest.CaptureFixture) -> None:
     from core.train import TrainingStopped, config_problem, resumed_config
 
     saved = {"image_size": 64, "batch_size": 8, "perceptual": "none", "finetune": True,
              "hole_weights": [1, 1, 2, 2, 2, 2], "lr_schedule": "cosine", "max_steps": 99,
              "lr_warmup": 300, "device": "cuda", "out": "elsewhere"}
-    cfg = parse_args(["--data", "x", "--resume", "r.pt", "--batch-size", "16"])
+    cfg = parse_args(["--data", "x", "--resume", "latest.pt", "--batch-size", "16"])
     assert "batch_size" in cfg.given and "image_size" not in cfg.given
     cfg, flags = resumed_config(cfg, saved)
     assert (cfg.image_size, cfg.batch_size, cfg.perceptual, cfg.finetune) == (64, 16, "none", True)
@@ -639,8 +660,7 @@ def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
     assert flags == ["--image-size 64", "--lr-schedule cosine", "--finetune",
                      "--perceptual none", "--hole-weights 1,1,2,2,2,2"]
     # one mask source: --mask-dir given now drops the run's hole weights
-    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--mask-dir", "m"]),
-                            saved)
+    cfg, _ = resumed_config(_resume_args("--mask-dir", "m"), saved)
     assert cfg.mask_dir == "m" and cfg.hole_weights is None
     # a config built in code has given every setting
     cfg, flags = resumed_config(TrainConfig(data="x", resume="r"), saved)
@@ -648,26 +668,30 @@ def test_resumed_settings_come_from_the_checkpoint_unless_given() -> None:
     for bad in ({"image_size": "64"}, {"finetune": 1}, {"lr_schedule": "step"},
                 {"hole_weights": ["a"]}):
         with pytest.raises(TrainingStopped, match="--resume r"):
-            resumed_config(parse_args(["--data", "x", "--resume", "r"]), bad)
+            resumed_config(_resume_args(), bad)
     # a loss's weights belong to its backbone: switching backbone drops the run's weights
     saved["perceptual_weight"] = 0.2
-    kept, _ = resumed_config(parse_args(["--data", "x", "--resume", "r"]), saved)
-    switched, _ = resumed_config(
-        parse_args(["--data", "x", "--resume", "r", "--perceptual", "effnet-lite0"]), saved)
+    kept, _ = resumed_config(_resume_args(), saved)
+    switched, _ = resumed_config(_resume_args("--perceptual", "effnet-lite0"), saved)
     assert kept.perceptual_weight == 0.2 and switched.perceptual_weight is None
+    moved, _ = resumed_config(_resume_args("--backbone-weights", "w"), saved)  # file moved
+    assert (moved.perceptual, moved.backbone_weights, moved.perceptual_weight) == (
+        "none", "w", 0.2)
     # values are checked once the run's own are in: its lr, not the default, bounds the floor
-    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--lr-floor", "5e-4"]),
-                            {"lr": 1e-3})
+    cfg, _ = resumed_config(_resume_args("--lr-floor", "5e-4"), {"lr": 1e-3})
     assert config_problem(cfg) is None
-    cfg, _ = resumed_config(parse_args(["--data", "x", "--resume", "r", "--lr", "5e-5"]),
+    cfg, _ = resumed_config(_resume_args("--lr", "5e-5"),
                             {"lr_schedule": "cosine", "lr_floor": 1e-4})
     assert "--lr-floor must be between" in config_problem(cfg)
     # a resumed run continues in its own folder unless --out says otherwise
     assert parse_args(["--data", "x", "--resume", "runs/a/latest.pt"]).out == "runs/a"
     assert parse_args(["--data", "x", "--resume", "runs/a/latest.pt", "--out", "b"]).out == "b"
+    with pytest.raises(SystemExit):  # best.pt's folder may hold a later latest.pt
+        parse_args(["--data", "x", "--resume", "runs/a/best.pt"])
+    assert "give --out" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("problem", ["file", "under_a_file", "mask_dir"])
+@pytest.mark.parametrize("problem", ["file", "under_a_file", "mask_dir", "val_empty"])
 def test_unusable_out_or_mask_folder_stops_at_once_in_one_line(
         tmp_path: Path, capsys: pytest.CaptureFixture, problem: str) -> None:
     import core.train as train
@@ -675,18 +699,24 @@ def test_unusable_out_or_mask_folder_stops_at_once_in_one_line(
     data = _make_photos(tmp_path / "data", 1, seed=0)
     (tmp_path / "afile").write_text("keep me")
     out = {"file": tmp_path / "afile", "under_a_file": tmp_path / "afile" / "run",
-           "mask_dir": tmp_path / "run"}[problem]
-    extra = ["--mask-dir", str(tmp_path / "nope")] if problem == "mask_dir" else []
+           "mask_dir": tmp_path / "run", "val_empty": None}[problem]
+    extra = {"mask_dir": ["--mask-dir", str(tmp_path / "nope")],
+             "val_empty": ["--val-data", str(tmp_path / "run")]}.get(problem, [])
+    if problem == "val_empty":
+        (tmp_path / "run").mkdir()
+        out = tmp_path / "run" / "out"
     with pytest.raises(SystemExit) as stop:
         train.main([*TINY, "--data", str(data), "--perceptual", "none", "--out", str(out),
                     *extra])
     assert stop.value.code == 2
     err = capsys.readouterr().err.strip().splitlines()
-    expected = (f"--mask-dir {tmp_path / 'nope'}: folder not found" if problem == "mask_dir"
-                else f"--out {out}: cannot write there (")
+    expected = {"mask_dir": f"--mask-dir {tmp_path / 'nope'}: folder not found",
+                "val_empty": f"--val-data {tmp_path / 'run'}: no images found"}.get(
+        problem, f"--out {out}: cannot write there (")
     assert len(err) == 1 and err[0].startswith(f"error: {expected}"), err
     assert (tmp_path / "afile").read_text() == "keep me"
-    assert not (tmp_path / "run").exists()  # the writability check leaves nothing behind
+    # the writability check leaves nothing behind
+    assert not (tmp_path / "run").exists() or not any((tmp_path / "run").iterdir())
 
 
 @pytest.mark.filterwarnings("ignore::core.data.BrokenImageWarning")
@@ -706,4 +736,4 @@ def test_masks_that_never_decode_stop_in_one_line(
     err = capsys.readouterr().err
     assert "Traceback" not in err
     assert err.strip().splitlines()[-1] == (
-        f"error: {masks}: none of the 2 mask files could be decoded"), err
+        f"error: --mask-dir {masks}: none of the 2 mask files could be decoded"), err
