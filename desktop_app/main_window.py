@@ -7,10 +7,11 @@ ask_save_path) so tests and the self-test can answer them without a modal loop.
 from __future__ import annotations
 
 import dataclasses
+from collections import deque
 from pathlib import Path
 
 import numpy as np
-from PySide6.QtCore import QPointF, QSize, Qt, QTimer
+from PySide6.QtCore import QPointF, QSignalBlocker, QSize, Qt, QTimer
 from PySide6.QtGui import (
     QAction,
     QActionGroup,
@@ -18,8 +19,10 @@ from PySide6.QtGui import (
     QDragEnterEvent,
     QDropEvent,
     QGuiApplication,
+    QImage,
     QKeyEvent,
     QKeySequence,
+    QPixmap,
     QShowEvent,
 )
 from PySide6.QtWidgets import (
@@ -86,10 +89,14 @@ class MainWindow(QMainWindow):
         self.model_loading = False
         self.model_message = ""  # why there is no model, when there is none
         self._model_path_in_use: str | None = None  # None = the shipped model
-        self._pending_model_path: str | None = None
-        self._save_model_choice = False
+        # Loads sent to the worker and not yet answered, oldest first: it answers each with
+        # model_loaded or model_error, in order, so each answer is matched to its own request.
+        self._model_loads: deque[_ModelLoad] = deque()
+        self._options_in_use: tuple[str, bool, bool] | None = None  # of the model in use
         self._device = device or self.settings.device
+        self._device_from_settings = device is None  # not the command line's
         self.active_request: int | None = None  # the request whose result is awaited
+        self._active_quiet = False  # started by live mode: errors go to the status bar
         self._active_revision = -1
         self.result = None  # core.inference.InpaintResult for ``result_revision``
         self.result_revision = -1
@@ -508,7 +515,14 @@ class MainWindow(QMainWindow):
                 return
         if mime.hasImage():
             event.acceptProposedAction()
-            self.open_pixels(qimage_to_rgb(mime.imageData()), "Dropped image")
+            data = mime.imageData()
+            if isinstance(data, QPixmap):
+                data = data.toImage()
+            if not isinstance(data, QImage) or data.isNull():
+                self.show_error("Cannot Open", "The dropped data is not an image this app "
+                                               "can read.")
+                return
+            self.open_pixels(qimage_to_rgb(data), "Dropped image")
 
     # == saving =============================================================================
     def image_to_save(self) -> np.ndarray | None:
@@ -521,7 +535,9 @@ class MainWindow(QMainWindow):
         folder = Path(self.settings.last_folder)
         source = self.document.source_path
         if source is not None:
-            return str(source.parent / f"{source.stem}_inpainted{source.suffix}")
+            # (a source the app reads but cannot write, such as GIF or TGA, saves as PNG)
+            suffix = source.suffix if source.suffix.lower() in IMAGE_SUFFIXES else ".png"
+            return str(source.parent / f"{source.stem}_inpainted{suffix}")
         return str(folder / "inpainted.png")
 
     def save_dialog(self) -> None:
@@ -537,10 +553,15 @@ class MainWindow(QMainWindow):
         pixels = self.image_to_save()
         if pixels is None:
             return False
+        if self.result is not None and not self.has_current_result and not self.ask_confirm(
+                "Save Without the Fill?",
+                "The mask changed after Inpaint, so the result shown is out of date. Save the "
+                "photo without it? (Inpaint again to save a filled photo.)"):
+            return False
         path = Path(path)
         if not path.suffix:
             path = path.with_suffix(".png")
-        if not self._confirm_overwrite(path):
+        if not self._confirm_overwrite(path, "Cannot Save"):
             return False
         saving_photo = pixels is self.document.photo
         try:
@@ -556,10 +577,20 @@ class MainWindow(QMainWindow):
         self.notify(f"Saved {path}" + "".join(f"; {note}" for note in notes))
         return True
 
-    def _confirm_overwrite(self, path: Path) -> bool:
-        if not path.exists():
+    def _confirm_overwrite(self, path: Path, failure_title: str,
+                           may_replace_photo: bool = True) -> bool:
+        try:
+            exists = path.exists()
+        except OSError as exc:  # a folder without access, a name too long
+            self.show_error(failure_title, f"{path}: {exc.strerror or exc}")
+            return False
+        if not exists:
             return True
         source = self.document.source_path
+        if source is not None and _same_file(path, source) and not may_replace_photo:
+            self.show_error(failure_title, f"{path.name} is the photo you opened; choose "
+                                           "another name.")
+            return False
         if source is not None and _same_file(path, source):
             return self.ask_confirm(
                 "Overwrite the Original?",
@@ -584,7 +615,7 @@ class MainWindow(QMainWindow):
         path = Path(path)
         if path.suffix.lower() != ".png":
             path = path.with_name(path.name + ".png")
-        if not self._confirm_overwrite(path):
+        if not self._confirm_overwrite(path, "Cannot Export Mask", may_replace_photo=False):
             return False
         try:
             save_mask(path, self.document.hole_mask)
@@ -687,6 +718,7 @@ class MainWindow(QMainWindow):
         self.live_timer.stop()
         request_id = self.service.submit(document.photo, document.hole_mask, document.revision)
         self.active_request = request_id
+        self._active_quiet = quiet
         self._active_revision = document.revision
         self.progress_bar.setRange(0, 0)  # busy until the worker reports steps
         self.progress_bar.show()
@@ -743,7 +775,10 @@ class MainWindow(QMainWindow):
     def _on_job_error(self, request_id: int, message: str) -> None:
         if request_id != self.active_request:
             return
-        self.show_error("Inpainting Failed", message)
+        if self._active_quiet:  # live mode: a dialog for every pause in painting is too many
+            self.notify(f"Inpainting failed: {message}", 15_000)
+        else:
+            self.show_error("Inpainting Failed", message)
 
     def _on_job_cancelled(self, request_id: int) -> None:
         if request_id == self.active_request:  # cancelled by the worker itself
@@ -792,7 +827,7 @@ class MainWindow(QMainWindow):
             return
         saved = self.settings.model_path
         if saved and Path(saved).is_file():
-            self._load_model(saved, remember=False)
+            self._load_model(saved, remember=False, saved_choice=True)
             return
         if saved:
             self.notify(f"The saved model {saved} is gone; using the shipped model.", 15_000)
@@ -806,13 +841,18 @@ class MainWindow(QMainWindow):
             return
         self._load_model(None, remember=False)
 
-    def _load_model(self, path: str | None, remember: bool) -> None:
+    def _options(self) -> tuple[str, bool, bool]:
+        """Device, single pass, full resolution: what a load is asked to apply."""
+        return (self._device, self.single_pass_action.isChecked(),
+                self.full_resolution_action.isChecked())
+
+    def _load_model(self, path: str | None, remember: bool, saved_choice: bool = False,
+                    notice: str = "") -> None:
         self.model_loading = True
-        self._pending_model_path = path
-        self._save_model_choice = remember
-        self.service.load_model(path, self._device, self._precision,
-                                1 if self.single_pass_action.isChecked() else None,
-                                self.full_resolution_action.isChecked())
+        options = self._options()
+        self._model_loads.append(_ModelLoad(path, remember, options, saved_choice, notice))
+        self.service.load_model(path, options[0], self._precision, 1 if options[1] else None,
+                                options[2])
         self._update_model_labels()
 
     def load_checkpoint_dialog(self) -> None:
@@ -839,8 +879,9 @@ class MainWindow(QMainWindow):
     def _reload_model(self) -> None:
         """Load the model in use (or the one loading) again with the current device and pass
         settings; a load the user asked to remember stays remembered."""
-        if self.model_loading:
-            self._load_model(self._pending_model_path, remember=self._save_model_choice)
+        if self._model_loads:
+            latest = self._model_loads[-1]
+            self._load_model(latest.path, remember=latest.remember)
         elif self.model_info is not None:
             self._load_model(self._model_path_in_use, remember=False)
 
@@ -858,23 +899,67 @@ class MainWindow(QMainWindow):
         self._reload_model()
 
     def _on_model_loaded(self, info: ModelInfo) -> None:
-        self.model_loading = False
+        load = self._model_loads.popleft() if self._model_loads else None
+        self.model_loading = bool(self._model_loads)
         self.model_info = info
         self.model_message = ""
-        self._model_path_in_use = self._pending_model_path
-        if self._save_model_choice:
-            self.settings.model_path = self._pending_model_path or ""
+        if load is not None:
+            self._model_path_in_use = load.path
+            self._options_in_use = load.options
+            if load.remember:  # the file that loaded, not whichever was asked for last
+                self.settings.model_path = load.path or ""
         self._update_model_labels()
-        self.notify(f"Model ready: {Path(info.source).name} on {info.device_name}")
+        ready = f"Model ready: {Path(info.source).name} on {info.device_name}"
+        if load is not None and load.notice:  # why it is not the model that was asked for
+            self.notify(f"{load.notice} {ready}", 20_000)
+        else:
+            self.notify(ready)
         self._update_actions()
 
     def _on_model_error(self, message: str) -> None:
-        self.model_loading = False
+        load = self._model_loads.popleft() if self._model_loads else None
+        self.model_loading = bool(self._model_loads)
+        if (load is not None and load.options[0] == "cuda" and self._device_from_settings
+                and self.model_info is None and not self._model_loads):
+            # A saved CUDA choice on a machine that lost its GPU (driver, eGPU): carry on.
+            self._show_options(("auto", *load.options[1:]))
+            self._load_model(load.path, remember=load.remember, saved_choice=load.saved_choice,
+                             notice="CUDA is not available here; Model > Device is now "
+                                    "Automatic.")
+            return
+        if (load is not None and load.saved_choice and self.model_info is None
+                and not self._model_loads and shipped_model_path() is not None):
+            # A remembered checkpoint that no longer loads must not leave every launch
+            # without a model.
+            self.settings.model_path = ""
+            self._load_model(None, remember=False,
+                             notice=f"The saved model {load.path} could not be loaded "
+                                    f"({message}); using the shipped model.")
+            return
         if self.model_info is None:
             self.model_message = f"No model loaded: {message}"
+        elif not self._model_loads and self._options_in_use not in (None, self._options()):
+            # An option changed by a load that failed: show what the model in use applies.
+            self._show_options(self._options_in_use)
+            message += " The model in use keeps its previous settings."
         self._update_model_labels()
-        self.show_error("Cannot Load Model", message)
+        if not (load is not None and self._model_loads
+                and self._model_loads[-1].path == load.path):
+            # (a later load of the same file, for a changed option, reports it once)
+            self.show_error("Cannot Load Model", message)
         self._update_actions()
+
+    def _show_options(self, options: tuple[str, bool, bool]) -> None:
+        device, single_pass, full_resolution = options
+        self._device = self.settings.device = device
+        self.settings.single_pass = single_pass
+        self.settings.full_resolution = full_resolution
+        for action, checked in ((self.device_actions[device], True),
+                                (self.single_pass_action, single_pass),
+                                (self.full_resolution_action, full_resolution)):
+            blocker = QSignalBlocker(action)  # showing, not asking for another load
+            action.setChecked(checked)
+            blocker.unblock()
 
     def _update_model_labels(self) -> None:
         info = self.model_info
@@ -1033,3 +1118,13 @@ def _same_file(a: Path, b: Path) -> bool:
     except OSError:
         return False
 
+
+@dataclasses.dataclass(frozen=True)
+class _ModelLoad:
+    """A model load sent to the worker and not yet answered."""
+
+    path: str | None  # None: the shipped model
+    remember: bool  # the user's choice: kept in the settings once it has loaded
+    options: tuple[str, bool, bool]  # device, single pass, full resolution
+    saved_choice: bool = False  # the remembered choice tried at start: else the shipped one
+    notice: str = ""  # shown with "Model ready": why this load replaced the one asked for
