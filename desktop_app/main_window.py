@@ -99,6 +99,7 @@ class MainWindow(QMainWindow):
         self._active_quiet = False  # started by live mode: errors go to the status bar
         self._active_revision = -1
         self.result = None  # core.inference.InpaintResult for ``result_revision``
+        self._result_saved = False  # ``result``'s composite was saved to a file
         self.result_revision = -1
         self.dropped_results = 0
         self._shut_down = False
@@ -470,12 +471,17 @@ class MainWindow(QMainWindow):
         return True
 
     def _may_discard_changes(self) -> bool:
-        if not self.document.is_photo_modified:
-            return True
-        return self.ask_confirm(
-            "Discard Changes?",
-            f"{self.document.display_name} has accepted results that were not saved. "
-            "Discard them?")
+        if self.document.is_photo_modified:
+            return self.ask_confirm(
+                "Discard Changes?",
+                f"{self.document.display_name} has accepted results that were not saved. "
+                "Discard them?")
+        if self.has_current_result and not self._result_saved:
+            # (a network run's result, maybe minutes on a CPU, neither accepted nor saved)
+            return self.ask_confirm(
+                "Discard the Result?",
+                "The inpainting result was neither accepted nor saved. Discard it?")
+        return True
 
     def _set_photo(self, pixels: np.ndarray, path: Path | None, metadata: dict | None,
                    name: str | None = None) -> None:
@@ -563,14 +569,15 @@ class MainWindow(QMainWindow):
             path = path.with_suffix(".png")
         if not self._confirm_overwrite(path, "Cannot Save"):
             return False
-        saving_photo = pixels is self.document.photo
         try:
             notes = save_image(path, pixels, **self.document.metadata)
         except Exception as exc:  # noqa: BLE001 - disk full, bad folder, bad extension...
             self.show_error("Cannot Save", str(exc))
             return False
-        if saving_photo:
-            self.document.mark_saved()
+        # The file holds the accepted results either way (a composite is made from the photo
+        # that has them), and the result when it is the composite.
+        self.document.mark_saved()
+        self._result_saved = pixels is not self.document.photo
         self.settings.last_folder = str(path.resolve().parent)
         self.settings.add_recent_file(path)
         self._update_title()
@@ -760,6 +767,7 @@ class MainWindow(QMainWindow):
                         "Press Inpaint again.", 10_000)
             return
         self.result = result
+        self._result_saved = False
         self.result_revision = self._active_revision
         self.raw_panel.view.set_result(result.raw)
         self.composite_panel.view.set_result(result.composite)

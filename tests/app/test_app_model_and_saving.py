@@ -145,3 +145,30 @@ def test_live_mode_reports_a_failed_run_in_the_status_bar(window, dialogs):
     window._active_quiet = False
     window._on_job_error(7, "out of memory")
     assert dialogs.errors == [("Inpainting Failed", "out of memory")]
+
+
+def test_a_result_neither_accepted_nor_saved_is_not_dropped_without_asking(
+        window, qtbot, dialogs, tmp_path, photo_file):
+    window.document.edit_mask(_square((96, 128), 20, 30, 16), "hole")
+    window.run_inpaint()
+    qtbot.waitUntil(lambda: window.has_current_result, timeout=20_000)
+    dialogs.confirm = False
+    assert not window.open_path(photo_file) and window.has_current_result
+    assert not window.close() and window.isVisible()
+    assert [title for title, _ in dialogs.questions] == ["Discard the Result?"] * 2
+    assert window.save_to(tmp_path / "filled.png")  # saved: nothing is lost by closing
+    assert window.close()
+    assert len(dialogs.questions) == 2
+
+
+def test_saving_the_composite_saves_the_accepted_results_too(window, qtbot, dialogs, tmp_path):
+    for top in (10, 50):
+        window.document.edit_mask(_square((96, 128), top, 30, 16), "hole")
+        window.run_inpaint()
+        qtbot.waitUntil(lambda: window.has_current_result, timeout=20_000)
+        if top == 10:
+            window.accept_result()
+    assert window.document.is_photo_modified
+    assert window.save_to(tmp_path / "both.png")  # the second fill on top of the first
+    assert not window.document.is_photo_modified
+    assert window.close() and not dialogs.questions
