@@ -804,8 +804,11 @@ class MainWindow(QMainWindow):
             self.notify("There is no result for the current mask to accept.")
             return False
         composite = self.result.composite
+        saved = self._result_saved
         self._clear_result()
         self.document.accept_result(composite)
+        if saved:  # the file written holds exactly this photo
+            self.document.mark_saved()
         self.notify("Result accepted. Undo (Ctrl+Z) brings the hole back.")
         return True
 
@@ -855,10 +858,11 @@ class MainWindow(QMainWindow):
                 self.full_resolution_action.isChecked())
 
     def _load_model(self, path: str | None, remember: bool, saved_choice: bool = False,
-                    notice: str = "") -> None:
+                    notice: str = "", clear_saved: bool = False) -> None:
         self.model_loading = True
         options = self._options()
-        self._model_loads.append(_ModelLoad(path, remember, options, saved_choice, notice))
+        self._model_loads.append(_ModelLoad(path, remember, options, saved_choice, notice,
+                                            clear_saved))
         self.service.load_model(path, options[0], self._precision, 1 if options[1] else None,
                                 options[2])
         self._update_model_labels()
@@ -889,7 +893,9 @@ class MainWindow(QMainWindow):
         settings; a load the user asked to remember stays remembered."""
         if self._model_loads:
             latest = self._model_loads[-1]
-            self._load_model(latest.path, remember=latest.remember)
+            self._load_model(latest.path, remember=latest.remember,
+                             saved_choice=latest.saved_choice, notice=latest.notice,
+                             clear_saved=latest.clear_saved)
         elif self.model_info is not None:
             self._load_model(self._model_path_in_use, remember=False)
 
@@ -916,6 +922,8 @@ class MainWindow(QMainWindow):
             self._options_in_use = load.options
             if load.remember:  # the file that loaded, not whichever was asked for last
                 self.settings.model_path = load.path or ""
+            elif load.clear_saved:  # the shipped model replaced a saved one that failed
+                self.settings.model_path = ""
         self._update_model_labels()
         ready = f"Model ready: {Path(info.source).name} on {info.device_name}"
         if load is not None and load.notice:  # why it is not the model that was asked for
@@ -928,7 +936,7 @@ class MainWindow(QMainWindow):
         load = self._model_loads.popleft() if self._model_loads else None
         self.model_loading = bool(self._model_loads)
         if (load is not None and load.options[0] == "cuda" and self._device_from_settings
-                and self.model_info is None and not self._model_loads):
+                and self.model_info is None and not self._model_loads and not _cuda_here()):
             # A saved CUDA choice on a machine that lost its GPU (driver, eGPU): carry on.
             self._show_options(("auto", *load.options[1:]))
             self._load_model(load.path, remember=load.remember, saved_choice=load.saved_choice,
@@ -939,8 +947,7 @@ class MainWindow(QMainWindow):
                 and not self._model_loads and shipped_model_path() is not None):
             # A remembered checkpoint that no longer loads must not leave every launch
             # without a model.
-            self.settings.model_path = ""
-            self._load_model(None, remember=False,
+            self._load_model(None, remember=False, clear_saved=True,
                              notice=f"The saved model {load.path} could not be loaded "
                                     f"({message}); using the shipped model.")
             return
@@ -949,21 +956,28 @@ class MainWindow(QMainWindow):
         elif not self._model_loads and self._options_in_use not in (None, self._options()):
             # An option changed by a load that failed: show what the model in use applies.
             self._show_options(self._options_in_use)
-            message += " The model in use keeps its previous settings."
+            message = f"{message.rstrip('.')}. The model in use keeps its previous settings."
         self._update_model_labels()
         if not (load is not None and self._model_loads
                 and self._model_loads[-1].path == load.path):
             # (a later load of the same file, for a changed option, reports it once)
-            self.show_error("Cannot Load Model", message)
+            # (after a fallback, what the first load said too)
+            self.show_error("Cannot Load Model",
+                            f"{load.notice} {message}" if load is not None and load.notice
+                            else message)
         self._update_actions()
 
     def _show_options(self, options: tuple[str, bool, bool]) -> None:
         device, single_pass, full_resolution = options
-        self._device = self.settings.device = device
+        self._device = device
+        if self._device_from_settings:  # (not a --device from the command line)
+            self.settings.device = device
         self.settings.single_pass = single_pass
         self.settings.full_resolution = full_resolution
-        for action, checked in ((self.device_actions[device], True),
-                                (self.single_pass_action, single_pass),
+        # Device items answer ``triggered``, which setChecked does not send; blocking their
+        # signals would also keep the group from unchecking the others.
+        self.device_actions[device].setChecked(True)
+        for action, checked in ((self.single_pass_action, single_pass),
                                 (self.full_resolution_action, full_resolution)):
             blocker = QSignalBlocker(action)  # showing, not asking for another load
             action.setChecked(checked)
@@ -1136,3 +1150,10 @@ class _ModelLoad:
     options: tuple[str, bool, bool]  # device, single pass, full resolution
     saved_choice: bool = False  # the remembered choice tried at start: else the shipped one
     notice: str = ""  # shown with "Model ready": why this load replaced the one asked for
+    clear_saved: bool = False  # once loaded, forget the saved choice it replaces
+
+
+def _cuda_here() -> bool:
+    import torch  # (loaded already: the worker thread uses it)
+
+    return bool(torch.cuda.is_available())

@@ -102,7 +102,9 @@ class InpaintWorker(QObject):
     # -- slots, run in the worker thread ---------------------------------------------------
     @Slot(object)
     def load_model(self, request: ModelRequest) -> None:
-        """Load a checkpoint; on failure keep the previous model and report why."""
+        """Load a checkpoint; on failure keep the previous model and report why. Every
+        request gets exactly one answer, model_loaded or model_error: the window matches
+        answers to its requests in order."""
         try:
             from core.inference import Inpainter
 
@@ -111,12 +113,13 @@ class InpaintWorker(QObject):
                                                   passes=request.passes)
             if request.full_resolution:
                 inpainter.tile_shrink = 1.0
+            self._warm_up(inpainter)  # before the signal: once it is out, the worker is idle
+            info = _model_info(inpainter)
         except Exception as exc:  # noqa: BLE001 - shown to the user, the app carries on
             self.model_error.emit(_one_line(exc))
             return
         self._inpainter = inpainter
-        self._warm_up(inpainter)  # before the signal: once it is out, the worker is idle
-        self.model_loaded.emit(_model_info(inpainter))
+        self.model_loaded.emit(info)
 
     def _warm_up(self, inpainter) -> None:
         """One small job right after a model loads, so that the user's first job does not

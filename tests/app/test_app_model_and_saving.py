@@ -55,6 +55,28 @@ def test_a_saved_model_that_no_longer_loads_falls_back_to_the_shipped_one(
     assert "could not be loaded" in window.statusBar().currentMessage()
 
 
+def test_a_load_that_fails_after_building_the_model_still_gets_one_answer(
+        window, qtbot, settings, dialogs, tmp_path, monkeypatch):
+    from desktop_app.worker import InpaintWorker
+
+    real = InpaintWorker._warm_up
+    good = tmp_path / "good.safetensors"
+    save_model_file(good, PConvUNet(layers=5, width=8))
+
+    def broken(self, inpainter):
+        raise RuntimeError("moving the model back failed")
+
+    monkeypatch.setattr(InpaintWorker, "_warm_up", broken)
+    window.load_checkpoint(good)
+    qtbot.waitUntil(lambda: not window.model_loading, timeout=10_000)
+    assert "moving the model back failed" in dialogs.errors[-1][1]
+    assert window.model_info.layers == 4 and settings.model_path != str(good)
+    monkeypatch.setattr(InpaintWorker, "_warm_up", real)
+    window.load_checkpoint(good)  # the answers still match the requests
+    qtbot.waitUntil(lambda: not window.model_loading, timeout=10_000)
+    assert window.model_info.layers == 5 and settings.model_path == str(good)
+
+
 def test_an_option_whose_reload_fails_is_shown_as_it_applies(
         make_window, qtbot, settings, dialogs, tmp_path, tiny_model_path, photo_file):
     copy = tmp_path / "moved-later.safetensors"
@@ -65,8 +87,11 @@ def test_an_option_whose_reload_fails_is_shown_as_it_applies(
     window.single_pass_action.trigger()
     qtbot.waitUntil(lambda: bool(dialogs.errors), timeout=10_000)
     assert not window.single_pass_action.isChecked() and not settings.single_pass
-    assert "keeps its previous settings" in dialogs.errors[0][1]
+    assert "not found. The model in use keeps its previous settings." in dialogs.errors[0][1]
     assert len(dialogs.errors) == 1 and window.model_info is not None
+    window.set_device("auto")  # a device change whose reload fails is shown back too
+    qtbot.waitUntil(lambda: len(dialogs.errors) == 2, timeout=10_000)
+    assert [n for n, a in window.device_actions.items() if a.isChecked()] == ["cpu"]
 
 
 def test_a_saved_cuda_choice_without_cuda_falls_back_to_automatic(
@@ -82,6 +107,23 @@ def test_a_saved_cuda_choice_without_cuda_falls_back_to_automatic(
         assert settings.device == "auto" and window.device_actions["auto"].isChecked()
         assert window.model_info.device_name.startswith("CPU") and not dialogs.errors
         assert "CUDA is not available here" in window.statusBar().currentMessage()
+        assert [n for n, a in window.device_actions.items() if a.isChecked()] == ["auto"]
+    finally:
+        window.shutdown()
+
+
+def test_a_saved_cuda_choice_stays_when_cuda_is_there_and_the_file_is_bad(
+        qtbot, settings, dialogs, tmp_path, monkeypatch):
+    from desktop_app.main_window import MainWindow
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the load still fails
+    settings.device = "cuda"
+    window = MainWindow(settings=settings, checkpoint=_junk(tmp_path / "bad.safetensors"),
+                        torch_threads=1)
+    qtbot.addWidget(window)
+    try:
+        qtbot.waitUntil(lambda: bool(dialogs.errors), timeout=10_000)
+        assert settings.device == "cuda" and len(dialogs.errors) == 1
     finally:
         window.shutdown()
 
@@ -159,6 +201,15 @@ def test_a_result_neither_accepted_nor_saved_is_not_dropped_without_asking(
     assert window.save_to(tmp_path / "filled.png")  # saved: nothing is lost by closing
     assert window.close()
     assert len(dialogs.questions) == 2
+
+
+def test_accepting_a_result_already_saved_asks_nothing_on_close(window, qtbot, dialogs,
+                                                                 tmp_path):
+    window.document.edit_mask(_square((96, 128), 20, 30, 16), "hole")
+    window.run_inpaint()
+    qtbot.waitUntil(lambda: window.has_current_result, timeout=20_000)
+    assert window.save_to(tmp_path / "filled.png") and window.accept_result()
+    assert window.close() and not dialogs.questions
 
 
 def test_saving_the_composite_saves_the_accepted_results_too(window, qtbot, dialogs, tmp_path):
