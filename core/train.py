@@ -263,6 +263,16 @@ def resumed_config(cfg: TrainConfig, saved: dict[str, Any]) -> tuple[TrainConfig
     return replace(cfg, **changes), flags
 
 
+def _flagged(text: str, *sources: tuple[str, str | None]) -> str:
+    """A dataset error led by the flag of the folder it is about. The datasets' own errors
+    start with that folder; any other is put to the last of ``sources``."""
+    for flag, folder in sources:
+        if folder and text.startswith(f"{Path(folder)}:"):
+            return f"{flag} {text}"
+    flag, folder = sources[-1]
+    return f"{flag} {folder}: {text}"
+
+
 def _weights(text: str) -> tuple[float, ...]:
     """'1,1,2,2,2,2' -> (1.0, 1.0, 2.0, 2.0, 2.0, 2.0); argparse reports a bad one."""
     try:
@@ -432,9 +442,7 @@ class Trainer:
             try:  # before the model and the data are built, not at the first log line
                 check_writable_folder(self.out)
             except OSError as exc:
-                raise TrainingStopped(
-                    f"--out {self.out}: cannot write there ({exc.strerror or exc})"
-                ) from None
+                raise self._out_error(exc) from None
         payload = None
         if cfg.resume:
             payload = self._load(cfg.resume)
@@ -510,9 +518,10 @@ class Trainer:
                 self.out.mkdir(parents=True, exist_ok=True)
                 self._open_logs()
             except OSError as exc:
-                raise TrainingStopped(
-                    f"--out {self.out}: cannot write there ({exc.strerror or exc})"
-                ) from None
+                raise self._out_error(exc) from None
+
+    def _out_error(self, exc: OSError) -> TrainingStopped:
+        return TrainingStopped(f"--out {self.out}: cannot write there ({exc.strerror or exc})")
 
     def _load(self, path: str) -> dict[str, Any]:
         """A checkpoint whose weights are known to match its configuration, or a clear stop."""
@@ -593,18 +602,12 @@ class Trainer:
                     cfg.val_data, image_size=cfg.image_size, per_image=cfg.val_images
                 )
             except (ValueError, OSError, RuntimeError) as exc:
-                text = str(exc)
-                if not text.startswith(f"{Path(cfg.val_data)}:"):
-                    text = f"{cfg.val_data}: {text}"
-                raise TrainingStopped(f"--val-data {text}") from None
+                raise TrainingStopped(
+                    _flagged(str(exc), ("--val-data", cfg.val_data))) from None
 
     def _data_error(self, text: str) -> str:
-        """A dataset error with the flag it is about: the dataset's own errors start with
-        the folder they are about."""
-        for flag, folder in (("--mask-dir", self.cfg.mask_dir), ("--data", self.cfg.data)):
-            if folder and text.startswith(f"{Path(folder)}:"):
-                return f"{flag} {text}"
-        return f"--data {self.cfg.data}: {text}"
+        """A training-data error with the flag it is about."""
+        return _flagged(text, ("--mask-dir", self.cfg.mask_dir), ("--data", self.cfg.data))
 
     def _open_logs(self) -> None:
         self.writer = None

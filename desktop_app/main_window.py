@@ -594,11 +594,11 @@ class MainWindow(QMainWindow):
         if not exists:
             return True
         source = self.document.source_path
-        if source is not None and _same_file(path, source) and not may_replace_photo:
-            self.show_error(failure_title, f"{path.name} is the photo you opened; choose "
-                                           "another name.")
-            return False
         if source is not None and _same_file(path, source):
+            if not may_replace_photo:
+                self.show_error(failure_title, f"{path.name} is the photo you opened; choose "
+                                               "another name.")
+                return False
             return self.ask_confirm(
                 "Overwrite the Original?",
                 f"{path.name} is the photo you opened. Replace the original file with the "
@@ -646,7 +646,7 @@ class MainWindow(QMainWindow):
         if self.document.hole_mask is None:
             return False
         source = self.document.source_path
-        if source is not None and Path(path).resolve() == source.resolve():
+        if source is not None and _same_file(Path(path), source):
             # binarised, its bright half would become the hole
             self.show_error("Cannot Import Mask",
                             f"{path} is the photo itself, not a mask (white = fill).")
@@ -859,12 +859,15 @@ class MainWindow(QMainWindow):
 
     def _load_model(self, path: str | None, remember: bool, saved_choice: bool = False,
                     notice: str = "", clear_saved: bool = False) -> None:
+        self._send_load(_ModelLoad(path, remember, self._options(), saved_choice, notice,
+                                   clear_saved))
+
+    def _send_load(self, load: _ModelLoad) -> None:
         self.model_loading = True
-        options = self._options()
-        self._model_loads.append(_ModelLoad(path, remember, options, saved_choice, notice,
-                                            clear_saved))
-        self.service.load_model(path, options[0], self._precision, 1 if options[1] else None,
-                                options[2])
+        self._model_loads.append(load)
+        device, single_pass, full_resolution = load.options
+        self.service.load_model(load.path, device, self._precision,
+                                1 if single_pass else None, full_resolution)
         self._update_model_labels()
 
     def load_checkpoint_dialog(self) -> None:
@@ -891,11 +894,8 @@ class MainWindow(QMainWindow):
     def _reload_model(self) -> None:
         """Load the model in use (or the one loading) again with the current device and pass
         settings; a load the user asked to remember stays remembered."""
-        if self._model_loads:
-            latest = self._model_loads[-1]
-            self._load_model(latest.path, remember=latest.remember,
-                             saved_choice=latest.saved_choice, notice=latest.notice,
-                             clear_saved=latest.clear_saved)
+        if self._model_loads:  # the latest request again, with the options now set
+            self._send_load(dataclasses.replace(self._model_loads[-1], options=self._options()))
         elif self.model_info is not None:
             self._load_model(self._model_path_in_use, remember=False)
 
@@ -939,9 +939,9 @@ class MainWindow(QMainWindow):
                 and self.model_info is None and not self._model_loads and not _cuda_here()):
             # A saved CUDA choice on a machine that lost its GPU (driver, eGPU): carry on.
             self._show_options(("auto", *load.options[1:]))
-            self._load_model(load.path, remember=load.remember, saved_choice=load.saved_choice,
-                             notice="CUDA is not available here; Model > Device is now "
-                                    "Automatic.")
+            self._send_load(dataclasses.replace(
+                load, options=self._options(),
+                notice="CUDA is not available here; Model > Device is now Automatic."))
             return
         if (load is not None and load.saved_choice and self.model_info is None
                 and not self._model_loads and shipped_model_path() is not None):
